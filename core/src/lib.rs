@@ -1,0 +1,16 @@
+//! keel-core: Keel's partition log and the decisions that need no I/O.
+//!
+//! Layout:
+//! - [`batch`]: Kafka RecordBatch v2 headers, CRC32C, the offset/epoch stamp, control batches for
+//!   Raft blank and membership entries, a builder and reader for uncompressed batches.
+//! - [`storage`]: the storage seam (`Storage`, `StorageFile`), the real file system and the
+//!   simulated one that loses unsynced bytes, tears writes and injects EIO/ENOSPC/latency.
+//! - [`log`]: the segment log of one partition: segments of batches as Fetch serves them, sparse
+//!   offset and time indexes, offset assignment, truncation, purge, crash recovery.
+//!
+//! Nothing here spawns tasks, reads the clock or opens sockets: time arrives as arguments, files
+//! through [`storage::Storage`].
+
+pub mod batch;
+pub mod log;
+pub mod storage;

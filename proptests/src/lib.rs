@@ -1,0 +1,1 @@
+//! keel-proptests: property tests live in `tests/`; this crate has no library code.
