@@ -1,0 +1,376 @@
+//! The checkers (keel-checker) against a model of one replicated partition.
+//!
+//! A generator interprets random steps as a history that is valid by construction: producers
+//! overlap, each produce takes effect at its completion (so real-time order implies offset
+//! order), control batches leave invisible gaps, some outcomes are unknown or failed, leaders
+//! get fresh terms, commits move forward within an incarnation, and three caught-up replicas end
+//! with the model log. Every checker must pass such a history, and it must survive the JSONL
+//! round trip. Then one violation is planted, and the checker guarding it must name it.
+
+use std::collections::BTreeMap;
+
+use keel_checker::checkers::{
+    acked_not_lost, commit_monotonic, failed_not_present, offsets_unique_dense, produce_linearizable, replicas_agree,
+    single_leader_per_term,
+};
+use keel_checker::{
+    Commit, Event, EventType, Fault, History, Leader, Op, Produce, Read, Record, Verdict, check_all, report,
+};
+use proptest::prelude::*;
+
+const PARTITION: &str = "p0";
+const NODES: u64 = 3;
+/// Readers of node n are process `READER_BASE + n`, apart from producers and nodes.
+const READER_BASE: u64 = 100;
+const NEMESIS: u64 = 1_000_000;
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// Producer `process` invokes, or completes its outstanding produce with `outcome`
+    /// (0..60 ok, 60..75 unknown but written, 75..88 unknown and not written, else fail).
+    Client {
+        process: u64,
+        outcome: u8,
+        gap: bool,
+    },
+    Elect,
+    Commit {
+        node: u64,
+        advance_pct: u8,
+    },
+    Crash {
+        node: u64,
+    },
+    Read {
+        node: u64,
+        prefix_pct: u8,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (1u64..=4, 0u8..100, prop::bool::weighted(0.15))
+            .prop_map(|(process, outcome, gap)| Step::Client { process, outcome, gap }),
+        1 => Just(Step::Elect),
+        2 => (1..=NODES, 0u8..=100).prop_map(|(node, advance_pct)| Step::Commit { node, advance_pct }),
+        1 => (1..=NODES).prop_map(|node| Step::Crash { node }),
+        1 => (1..=NODES, 0u8..=100).prop_map(|(node, prefix_pct)| Step::Read { node, prefix_pct }),
+    ]
+}
+
+/// A valid history and the model facts the planted violations need.
+#[derive(Debug)]
+struct Generated {
+    events: Vec<Event>,
+    /// Term of Raft log index i + 1.
+    raft_terms: Vec<u64>,
+}
+
+#[derive(Default)]
+struct Model {
+    events: Vec<Event>,
+    now_ns: u64,
+    produced: u64,
+    next_offset: u64,
+    log: Vec<Record>,
+    raft_terms: Vec<u64>,
+    term: u64,
+    leader: u64,
+    /// Outstanding produce per process.
+    pending: BTreeMap<u64, Produce>,
+    /// (incarnation, commit index) per node.
+    commit: BTreeMap<u64, (u64, u64)>,
+}
+
+impl Model {
+    fn push(&mut self, process: u64, kind: EventType, op: Op) {
+        self.now_ns += 10;
+        self.events.push(Event { process, kind, op, time_ns: self.now_ns });
+    }
+
+    fn elect(&mut self) {
+        self.term += 1;
+        self.leader = self.leader % NODES + 1;
+        self.raft_terms.push(self.term); // the new leader's blank entry
+        let op = Op::Leader(Leader { node: self.leader, term: self.term, partition: PARTITION.into() });
+        self.push(self.leader, EventType::Info, op);
+    }
+
+    fn land(&mut self, produce: &Produce, gap: bool) -> u64 {
+        if gap {
+            self.next_offset += 1; // a control batch: an offset no reader sees
+            self.raft_terms.push(self.term);
+        }
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        self.raft_terms.push(self.term);
+        self.log.push(Record { offset, key: produce.key.clone(), value: produce.value.clone() });
+        offset
+    }
+
+    fn client(&mut self, process: u64, outcome: u8, gap: bool) {
+        let Some(produce) = self.pending.remove(&process) else {
+            self.produced += 1;
+            let produce = Produce {
+                partition: PARTITION.into(),
+                key: Some(format!("k{}", self.produced % 3)),
+                value: format!("v-{}", self.produced),
+                offset: None,
+            };
+            self.pending.insert(process, produce.clone());
+            return self.push(process, EventType::Invoke, Op::Produce(produce));
+        };
+        let (kind, offset) = match outcome {
+            0..60 => (EventType::Ok, Some(self.land(&produce, gap))),
+            60..75 => {
+                self.land(&produce, gap);
+                (EventType::Info, None)
+            }
+            75..88 => (EventType::Info, None),
+            _ => (EventType::Fail, None),
+        };
+        self.push(process, kind, Op::Produce(Produce { offset, ..produce }));
+    }
+
+    fn commit(&mut self, node: u64, advance_pct: u8) {
+        let (incarnation, index) = self.commit.get(&node).copied().unwrap_or_default();
+        let end = self.raft_terms.len() as u64;
+        let index = index + (end - index) * u64::from(advance_pct) / 100;
+        self.commit.insert(node, (incarnation, index));
+        if index > 0 {
+            let term = self.raft_terms[index as usize - 1];
+            let op = Op::Commit(Commit { node, incarnation, partition: PARTITION.into(), index, term });
+            self.push(node, EventType::Info, op);
+        }
+    }
+
+    fn crash(&mut self, node: u64) {
+        let fault = Fault { fault: "crash".into(), node: Some(node), detail: BTreeMap::new() };
+        self.push(NEMESIS, EventType::Info, Op::Fault(fault));
+        let (incarnation, index) = self.commit.get(&node).copied().unwrap_or_default();
+        self.commit.insert(node, (incarnation + 1, index / 2)); // restarts from durable state
+    }
+
+    fn read(&mut self, node: u64, records: Vec<Record>, caught_up: bool) {
+        let invoke = Read { partition: PARTITION.into(), node: Some(node), records: vec![], caught_up: false };
+        let done = Read { records, caught_up, ..invoke.clone() };
+        self.push(READER_BASE + node, EventType::Invoke, Op::Read(invoke));
+        self.push(READER_BASE + node, EventType::Ok, Op::Read(done));
+    }
+}
+
+fn interpret(processes: u64, steps: &[Step]) -> Generated {
+    let mut m = Model::default();
+    m.elect();
+    for step in steps {
+        match *step {
+            Step::Client { process, outcome, gap } => m.client((process - 1) % processes + 1, outcome, gap),
+            Step::Elect => m.elect(),
+            Step::Commit { node, advance_pct } => m.commit(node, advance_pct),
+            Step::Crash { node } => m.crash(node),
+            Step::Read { node, prefix_pct } => {
+                let len = m.log.len() * usize::from(prefix_pct) / 100;
+                m.read(node, m.log[..len].to_vec(), false);
+            }
+        }
+    }
+    for node in 1..=NODES {
+        m.read(node, m.log.clone(), true);
+    }
+    Generated { events: m.events, raft_terms: m.raft_terms }
+}
+
+fn valid_history() -> impl Strategy<Value = Generated> {
+    (1u64..=4, prop::collection::vec(step(), 10..80)).prop_map(|(processes, steps)| interpret(processes, &steps))
+}
+
+fn build(events: Vec<Event>) -> History {
+    History::new(events).expect("planted violations keep the history well-formed")
+}
+
+/// `check` must fail with a violation naming every event in `named`.
+fn assert_caught(history: &History, verdict: Verdict, named: &[usize]) -> Result<(), TestCaseError> {
+    let text = report(history, std::slice::from_ref(&verdict));
+    prop_assert!(!verdict.ok, "{} missed the planted violation\n{}", verdict.checker, history.to_jsonl());
+    prop_assert!(
+        verdict.violations.iter().any(|v| named.iter().all(|e| v.events.contains(e))),
+        "no violation names events {named:?}\n{text}"
+    );
+    Ok(())
+}
+
+/// Indexes of `ok` produce events with their offsets.
+fn acks(events: &[Event]) -> Vec<(usize, u64)> {
+    events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match (&e.op, e.kind) {
+            (Op::Produce(p), EventType::Ok) => Some((i, p.offset?)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Index of the `ok` event of the final read of node `node + 1` (the history ends with them).
+fn final_read(events: &[Event], node: usize) -> usize {
+    events.len() - 2 * (NODES as usize - node) + 1
+}
+
+fn records_mut(event: &mut Event) -> &mut Vec<Record> {
+    match &mut event.op {
+        Op::Read(read) => &mut read.records,
+        other => panic!("not a read: {other:?}"),
+    }
+}
+
+fn set_offset(event: &mut Event, offset: u64) {
+    match &mut event.op {
+        Op::Produce(p) => p.offset = Some(offset),
+        other => panic!("not a produce: {other:?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn every_checker_passes_valid_histories(g in valid_history()) {
+        let history = build(g.events);
+        let verdicts = check_all(&history);
+        prop_assert!(verdicts.iter().all(|v| v.ok), "{}", report(&history, &verdicts));
+        let again = History::from_jsonl(&history.to_jsonl()).expect("round trip decodes");
+        prop_assert_eq!(again, history);
+    }
+
+    #[test]
+    fn dropping_an_acked_record_from_a_final_read_is_caught(g in valid_history(), pick: usize, node in 0usize..3) {
+        let mut events = g.events;
+        let acked = acks(&events);
+        prop_assume!(!acked.is_empty());
+        let (ok, offset) = acked[pick % acked.len()];
+        let read = final_read(&events, node);
+        records_mut(&mut events[read]).retain(|r| r.offset != offset);
+        let history = build(events);
+        assert_caught(&history, acked_not_lost::check(&history), &[ok, read])?;
+        assert_caught(&history, replicas_agree::check(&history), &[read])?;
+    }
+
+    #[test]
+    fn swapping_the_offsets_of_ordered_acks_is_caught(g in valid_history(), pick: usize) {
+        let mut events = g.events;
+        let acked = acks(&events);
+        // Pairs (A, B) where A was acked before B was invoked.
+        let invoke_ns = |ok: usize| {
+            let process = events[ok].process;
+            events[..ok].iter().rev().find(|e| e.process == process && e.kind == EventType::Invoke).map(|e| e.time_ns)
+        };
+        let ordered: Vec<_> = acked
+            .iter()
+            .flat_map(|&a| acked.iter().map(move |&b| (a, b)))
+            .filter(|&((a, _), (b, _))| invoke_ns(b).is_some_and(|t| events[a].time_ns < t))
+            .collect();
+        prop_assume!(!ordered.is_empty());
+        let ((a, a_offset), (b, b_offset)) = ordered[pick % ordered.len()];
+        set_offset(&mut events[a], b_offset);
+        set_offset(&mut events[b], a_offset);
+        let history = build(events);
+        assert_caught(&history, produce_linearizable::check(&history), &[a, b])?;
+        assert_caught(&history, acked_not_lost::check(&history), &[a])?;
+    }
+
+    #[test]
+    fn swapping_records_in_a_read_is_caught(g in valid_history(), node in 0usize..3, pick: usize) {
+        let mut events = g.events;
+        let read = final_read(&events, node);
+        let records = records_mut(&mut events[read]);
+        prop_assume!(records.len() >= 2);
+        let i = pick % (records.len() - 1);
+        records.swap(i, i + 1);
+        let history = build(events);
+        assert_caught(&history, offsets_unique_dense::check(&history), &[read])?;
+    }
+
+    #[test]
+    fn a_duplicated_offset_is_caught(g in valid_history(), pick: usize, in_read: bool) {
+        let mut events = g.events;
+        if in_read {
+            let read = final_read(&events, 2);
+            let records = records_mut(&mut events[read]);
+            prop_assume!(records.len() >= 2);
+            let i = pick % (records.len() - 1) + 1;
+            records[i].offset = records[i - 1].offset;
+            let history = build(events);
+            assert_caught(&history, offsets_unique_dense::check(&history), &[read])?;
+        } else {
+            let acked = acks(&events);
+            prop_assume!(acked.len() >= 2);
+            let i = pick % acked.len();
+            let j = (i + 1 + (pick / acked.len()) % (acked.len() - 1)) % acked.len();
+            let ((a, a_offset), (b, _)) = (acked[i], acked[j]);
+            set_offset(&mut events[b], a_offset);
+            let history = build(events);
+            assert_caught(&history, offsets_unique_dense::check(&history), &[a, b])?;
+        }
+    }
+
+    #[test]
+    fn a_second_leader_in_a_term_is_caught(g in valid_history(), pick: usize, other: u64) {
+        let mut events = g.events;
+        let leaders: Vec<(usize, Leader)> = events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match &e.op { Op::Leader(l) => Some((i, l.clone())), _ => None })
+            .collect();
+        let (first, leader) = leaders[pick % leaders.len()].clone();
+        let rival = (leader.node + other % (NODES - 1)) % NODES + 1;
+        let time_ns = events[events.len() - 1].time_ns + 1;
+        events.push(Event { process: rival, kind: EventType::Info, op: Op::Leader(Leader { node: rival, ..leader }), time_ns });
+        let planted = events.len() - 1;
+        let history = build(events);
+        assert_caught(&history, single_leader_per_term::check(&history), &[first, planted])?;
+    }
+
+    #[test]
+    fn a_commit_going_back_is_caught(g in valid_history(), pick: usize) {
+        let mut events = g.events;
+        // Highest commit per (node, incarnation).
+        let mut highest: BTreeMap<(u64, u64), (u64, usize)> = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
+            if let Op::Commit(c) = &e.op {
+                highest.insert((c.node, c.incarnation), (c.index, i));
+            }
+        }
+        let highest: Vec<_> = highest.into_iter().collect();
+        prop_assume!(!highest.is_empty());
+        let ((node, incarnation), (index, at)) = highest[pick % highest.len()];
+        let back = index - 1;
+        let term = back.checked_sub(1).map_or(0, |i| g.raft_terms[i as usize]);
+        let time_ns = events[events.len() - 1].time_ns + 1;
+        let op = Op::Commit(Commit { node, incarnation, partition: PARTITION.into(), index: back, term });
+        events.push(Event { process: node, kind: EventType::Info, op, time_ns });
+        let planted = events.len() - 1;
+        let history = build(events);
+        assert_caught(&history, commit_monotonic::check(&history), &[at, planted])?;
+    }
+
+    #[test]
+    fn a_failed_produce_in_a_read_is_caught(g in valid_history(), pick: usize, node in 0usize..3) {
+        let mut events = g.events;
+        let failed: Vec<(usize, Produce)> = events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match (&e.op, e.kind) {
+                (Op::Produce(p), EventType::Fail) => Some((i, p.clone())),
+                _ => None,
+            })
+            .collect();
+        prop_assume!(!failed.is_empty());
+        let (fail, produce) = failed[pick % failed.len()].clone();
+        let read = final_read(&events, node);
+        let records = records_mut(&mut events[read]);
+        let offset = records.last().map_or(0, |r| r.offset + 1);
+        records.push(Record { offset, key: produce.key, value: produce.value });
+        let history = build(events);
+        assert_caught(&history, failed_not_present::check(&history), &[fail, read])?;
+    }
+}

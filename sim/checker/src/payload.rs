@@ -1,0 +1,175 @@
+//! The typed `value` of each known operation (`f`), as it appears in the JSON lines.
+//!
+//! Payloads ignore fields they do not know, so a newer recorder (adding, say, a producer id and
+//! sequence to `produce`) still decodes with an older checker. Fields that later checkers may need
+//! but today's recorders may omit are `Option` or `#[serde(default)]`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `f = "produce"`: one record appended to one partition.
+///
+/// Invoke: `{"partition":"p0","key":"k3","value":"v-17"}`. The `ok` completion repeats those
+/// fields and adds `"offset"`, the base offset the broker acknowledged. `fail` means definitely
+/// not written; `info` means unknown. A `fail`/`info` completion may carry `null` as its value;
+/// decoding then copies the invoke's payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Produce {
+    /// Partition the record was sent to, e.g. `"p0"` (topic-partition, spelled by the recorder).
+    pub partition: String,
+    /// Record key; `None` for a null key (Kafka allows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Record value; unique per produce invoke in a history, so it identifies the operation.
+    pub value: String,
+    /// Acknowledged base offset; present exactly on `ok` completions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// One data record as a read returned it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Offset of the record in the partition log.
+    pub offset: u64,
+    /// Record key; `None` for a null key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Record value (the produce that wrote it is found by this value).
+    pub value: String,
+}
+
+/// `f = "read"`: a read of one replica's (or the leader's) whole committed log.
+///
+/// Invoke: `{"partition":"p0","node":2}`. `ok`: adds `"records"` (log order, data records only:
+/// control records are invisible, so offsets may have gaps) and `"caught_up"` (the reader knew
+/// this replica had applied everything committed, e.g. after the cluster healed and settled).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Read {
+    /// Partition read.
+    pub partition: String,
+    /// Replica read; `None` means "whoever was leader" (reads through the Kafka API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<u64>,
+    /// Records in log order (empty on invoke).
+    #[serde(default)]
+    pub records: Vec<Record>,
+    /// True when the replica is known to hold every committed entry: its final read must then
+    /// contain every acknowledged record.
+    #[serde(default)]
+    pub caught_up: bool,
+}
+
+/// `f = "leader"` (node-observed, type `info`): `node` became leader of `partition` in `term`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leader {
+    /// Node that won the election.
+    pub node: u64,
+    /// Raft term of the election.
+    pub term: u64,
+    /// Raft group (partition, or the metadata group under a name of the recorder's choice).
+    pub partition: String,
+}
+
+/// `f = "commit"` (node-observed, type `info`): `node`, in its `incarnation` (count of restarts),
+/// saw the Raft log of `partition` committed up to `index`, whose entry has `term`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Node reporting.
+    pub node: u64,
+    /// Incarnation of the node: its commit index restarts from its durable state after a crash,
+    /// so monotonicity is only required within one incarnation.
+    pub incarnation: u64,
+    /// Raft group.
+    pub partition: String,
+    /// Raft log index committed.
+    pub index: u64,
+    /// Term of the entry at `index`.
+    pub term: u64,
+}
+
+/// `f = "fault"` (type `info`, process = nemesis id): a fault injected or healed.
+/// Checkers ignore faults; reports list them. Example: `{"fault":"crash","node":2}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// Kind of fault, e.g. `"crash"`, `"restart"`, `"partition"`, `"heal"`, `"disk-torn-write"`.
+    pub fault: String,
+    /// Node affected, when the fault targets one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<u64>,
+    /// Every other field, kept for the report (e.g. `"groups":[[1,2],[3]]`).
+    #[serde(flatten)]
+    pub detail: BTreeMap<String, Value>,
+}
+
+/// An operation: its `f` and typed payload. Unknown `f` values keep their raw JSON so a history
+/// from a newer recorder still decodes (checkers that do not know them skip them).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// `f = "produce"`.
+    Produce(Produce),
+    /// `f = "read"`.
+    Read(Read),
+    /// `f = "leader"`.
+    Leader(Leader),
+    /// `f = "commit"`.
+    Commit(Commit),
+    /// `f = "fault"`.
+    Fault(Fault),
+    /// Any other `f`, kept verbatim.
+    Other {
+        /// The `f` field as recorded.
+        f: String,
+        /// The `value` field as recorded (`null` when absent).
+        value: Value,
+    },
+}
+
+impl Op {
+    /// The `f` field this operation is recorded under.
+    pub fn f(&self) -> &str {
+        match self {
+            Op::Produce(_) => "produce",
+            Op::Read(_) => "read",
+            Op::Leader(_) => "leader",
+            Op::Commit(_) => "commit",
+            Op::Fault(_) => "fault",
+            Op::Other { f, .. } => f,
+        }
+    }
+
+    /// Decodes the payload of `f` from `value`. Unknown `f` never fails.
+    pub fn decode(f: &str, value: Value) -> Result<Op, serde_json::Error> {
+        Ok(match f {
+            "produce" => Op::Produce(serde_json::from_value(value)?),
+            "read" => Op::Read(serde_json::from_value(value)?),
+            "leader" => Op::Leader(serde_json::from_value(value)?),
+            "commit" => Op::Commit(serde_json::from_value(value)?),
+            "fault" => Op::Fault(serde_json::from_value(value)?),
+            _ => Op::Other { f: f.to_owned(), value },
+        })
+    }
+
+    /// The payload as JSON (the `value` field).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(OpValue(self)).expect("payloads have string keys and serialize infallibly")
+    }
+}
+
+/// Serializes an [`Op`]'s payload as its `value`, fields in declaration order.
+pub(crate) struct OpValue<'a>(pub(crate) &'a Op);
+
+impl Serialize for OpValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Op::Produce(p) => p.serialize(serializer),
+            Op::Read(r) => r.serialize(serializer),
+            Op::Leader(l) => l.serialize(serializer),
+            Op::Commit(c) => c.serialize(serializer),
+            Op::Fault(x) => x.serialize(serializer),
+            Op::Other { value, .. } => value.serialize(serializer),
+        }
+    }
+}
