@@ -1,0 +1,11 @@
+//! The one wall-clock seam. Record timestamps (segment age, LogAppendTime) come from here, never
+//! from `SystemTime::now()` elsewhere. Under madsim the system clock is the simulator's, so a seed
+//! replays the same timestamps.
+
+/// Milliseconds since the Unix epoch.
+pub fn wall_clock_ms() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}

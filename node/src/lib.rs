@@ -1,0 +1,34 @@
+//! keel-node: a Keel broker node.
+//!
+//! Layout:
+//! - [`rt`]: the async runtime openraft runs on (tokio, or madsim under `--cfg madsim`) and
+//!   [`rt::blocking`] for disk calls.
+//! - [`clock`]: the one wall-clock seam (record timestamps, segment age).
+//! - [`transport`]: one multiplexed, checksummed TCP connection per node pair, shared by every
+//!   Raft group.
+//! - [`raft`]: openraft glue for a partition — types, entry codec, log storage with group commit,
+//!   hard state, state machine, network.
+//! - [`partition`]: one replica of one partition: append (acks=all), committed reads, observers.
+//! - [`client`]: Keel's internal client protocol (append, read, status) over the transport.
+//! - [`node`]: a node — transport, replicas, request dispatch.
+//!
+//! The binary (`src/main.rs`) is the `keel` command line.
+
+pub mod client;
+pub mod clock;
+pub mod node;
+pub mod partition;
+pub mod raft;
+pub mod rt;
+pub mod transport;
+
+/// The planted bug this build carries, if any (see the `canary-*` cargo features).
+pub const CANARY: Option<&str> = if cfg!(feature = "canary-ack-before-fsync") {
+    Some("ack-before-fsync")
+} else if cfg!(feature = "canary-ack-without-quorum") {
+    Some("ack-without-quorum")
+} else if cfg!(feature = "canary-vote-without-log-check") {
+    Some("vote-without-log-check")
+} else {
+    None
+};

@@ -1,0 +1,273 @@
+//! One replica of one partition: its Raft group, its log, its flusher, its observers.
+//!
+//! [`Replica::append`] is the acks=all produce path: the batch is checked (CRC, size, not a
+//! control batch), proposed through openraft, and answered with its base offset only once the
+//! entry is committed — fsynced by a quorum — and applied. [`Replica::read`] serves committed data
+//! only: never a byte at or above the high watermark.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keel_core::batch;
+use keel_core::log::LogConfig;
+use keel_core::log::LogEntry;
+use keel_core::storage::Storage;
+use openraft::BasicNode;
+use openraft::ServerState;
+use openraft::errors::ClientWriteError;
+use openraft::errors::InitializeError;
+use openraft::errors::RaftError;
+use openraft_rt::WatchReceiver;
+use thiserror::Error;
+
+use crate::raft::Batch;
+use crate::raft::NodeId;
+use crate::raft::Raft;
+use crate::raft::log_store::LogShared;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::NetFactory;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::term_of;
+use crate::transport::Transport;
+
+/// Things a replica reports as they happen (the simulator records them in its history; a real
+/// node logs them).
+pub trait Observer: Send + Sync + 'static {
+    /// `node` became the leader of `group` in `term`.
+    fn leader(&self, group: u64, node: NodeId, term: u64);
+    /// `node` applied (so knows committed) the log of `group` up to `index`, whose term is `term`.
+    fn applied(&self, group: u64, node: NodeId, index: u64, term: u64);
+}
+
+/// An observer that writes log lines.
+pub struct LogObserver;
+
+impl Observer for LogObserver {
+    fn leader(&self, group: u64, node: NodeId, term: u64) {
+        tracing::info!(group, node, term, "became leader");
+    }
+    fn applied(&self, _group: u64, _node: NodeId, _index: u64, _term: u64) {}
+}
+
+#[derive(Debug, Error)]
+pub enum ReplicaError {
+    #[error("opening the log of partition {group} failed: {source}")]
+    Open { group: u64, source: std::io::Error },
+    #[error("starting raft for partition {group} failed: {reason}")]
+    Raft { group: u64, reason: String },
+}
+
+/// Why an append was not acknowledged.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum AppendError {
+    /// Not the leader; nothing was proposed. `leader` is the last known leader, if any.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// The batch is malformed (bad CRC, bad header); nothing was proposed.
+    #[error("corrupt batch: {0}")]
+    Corrupt(String),
+    /// The batch is over `message.max.bytes`; nothing was proposed.
+    #[error("batch of {0} bytes is too large")]
+    TooLarge(usize),
+    /// The outcome is unknown: the entry may or may not commit later.
+    #[error("append outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// A successful acks=all append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: u64,
+    pub offset_count: u64,
+    /// The leader epoch (Raft term) under which the batch was committed.
+    pub leader_epoch: u64,
+}
+
+/// Committed batches read from a replica.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub batches: Vec<LogEntry>,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// Tunables of a replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub log: LogConfig,
+    pub raft: Arc<openraft::Config>,
+}
+
+pub struct Replica {
+    pub group: u64,
+    pub node_id: NodeId,
+    raft: Raft,
+    log: Arc<LogShared>,
+    sm: StateMachine,
+    batch_bytes_max: usize,
+}
+
+impl Replica {
+    /// Opens the log under `dir`, starts the Raft group, its flusher and its observer.
+    pub async fn open(
+        node_id: NodeId,
+        group: u64,
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        config: &ReplicaConfig,
+        transport: Transport,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Arc<Replica>, ReplicaError> {
+        let (store, report) =
+            LogStore::open(storage, dir, config.log.clone()).map_err(|source| ReplicaError::Open { group, source })?;
+        if report.truncated_bytes > 0 || !report.indexes_rebuilt.is_empty() {
+            tracing::warn!(group, ?report, "log recovered");
+        }
+        let log = store.shared().clone();
+        let sm = StateMachine::new(Some(log.clone()));
+        let network = NetFactory { transport, group };
+        let raft = Raft::new(node_id, config.raft.clone(), network, store, sm.clone())
+            .await
+            .map_err(|e| ReplicaError::Raft { group, reason: e.to_string() })?;
+        tokio::spawn(LogStore::run_flusher(log.clone()));
+        tokio::spawn(observe(raft.clone(), group, node_id, observer));
+        Ok(Arc::new(Replica { group, node_id, raft, log, sm, batch_bytes_max: config.log.batch_bytes_max }))
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Bootstraps a brand-new group with `members` as voters. A group that already has state
+    /// (a log or a vote) is left alone, so calling this on every start is safe.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, BasicNode>) -> Result<(), ReplicaError> {
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ReplicaError::Raft { group: self.group, reason: e.to_string() }),
+        }
+    }
+
+    /// Appends one producer batch with acks=all semantics.
+    pub async fn append(&self, bytes: Bytes) -> Result<Appended, AppendError> {
+        let header = batch::validate(&bytes, self.batch_bytes_max).map_err(|e| match e {
+            batch::BatchError::TooLarge(n) => AppendError::TooLarge(n),
+            other => AppendError::Corrupt(other.to_string()),
+        })?;
+        if header.is_control() {
+            return Err(AppendError::Corrupt("producers may not write control batches".into()));
+        }
+        if cfg!(feature = "canary-ack-without-quorum") {
+            return self.canary_append_without_quorum(bytes, header.crc).await;
+        }
+        match self.raft.client_write(Batch(bytes)).await {
+            Ok(resp) => Ok(Appended {
+                base_offset: resp.data.base_offset,
+                offset_count: resp.data.offset_count,
+                leader_epoch: term_of(&resp.log_id),
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(AppendError::NotLeader { leader: f.leader_id })
+            }
+            Err(e) => Err(AppendError::Unknown(e.to_string())),
+        }
+    }
+
+    /// CANARY (`canary-ack-without-quorum`): proposes the batch and acknowledges as soon as the
+    /// leader's own log holds it, without waiting for a quorum to commit it.
+    async fn canary_append_without_quorum(&self, bytes: Bytes, crc: u32) -> Result<Appended, AppendError> {
+        let from = self.log.log().next_index();
+        let leader = self.raft.metrics().borrow_watched().current_leader;
+        if leader != Some(self.node_id) {
+            return Err(AppendError::NotLeader { leader });
+        }
+        self.raft.client_write_ff(Batch(bytes), None).await.map_err(|e| AppendError::Unknown(e.to_string()))?;
+        for _ in 0..2000 {
+            {
+                let log = self.log.log();
+                let end = log.next_index();
+                if let Ok(entries) = log.read(from..end, usize::MAX) {
+                    for e in entries {
+                        if !e.meta.is_control && batch::BatchHeader::parse(&e.bytes).is_ok_and(|h| h.crc == crc) {
+                            return Ok(Appended {
+                                base_offset: e.meta.base_offset,
+                                offset_count: e.meta.offset_count,
+                                leader_epoch: e.meta.term,
+                            });
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        Err(AppendError::Unknown("canary: entry never appeared locally".into()))
+    }
+
+    /// Committed batches from `offset` (the batch containing it first), at most `bytes_max`
+    /// bytes (but at least one batch when one qualifies), never at or above the high watermark.
+    pub fn read(&self, offset: u64, bytes_max: usize) -> Result<ReadResult, String> {
+        let high_watermark = self.sm.high_watermark();
+        let log = self.log.log();
+        let batches = if offset >= high_watermark {
+            Vec::new()
+        } else {
+            log.read_from_offset(offset, high_watermark, bytes_max).map_err(|e| e.to_string())?
+        };
+        Ok(ReadResult { batches, high_watermark, log_start_offset: log.start_offset() })
+    }
+
+    pub fn high_watermark(&self) -> u64 {
+        self.sm.high_watermark()
+    }
+
+    /// Last applied (hence committed) log index, if any.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.sm.last_applied().map(|l| l.index)
+    }
+
+    /// Why the log stopped, if it failed closed.
+    pub fn failed(&self) -> Option<String> {
+        self.log.log().is_failed().map(str::to_string)
+    }
+
+    /// Wakes when the high watermark moves.
+    pub fn advanced(&self) -> &Arc<tokio::sync::Notify> {
+        self.sm.advanced()
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Reports leadership and applied progress as openraft's metrics change.
+async fn observe(raft: Raft, group: u64, node_id: NodeId, observer: Arc<dyn Observer>) {
+    let mut rx = raft.metrics();
+    let mut last_leader_term = None;
+    let mut last_applied = None;
+    loop {
+        let (leader_term, applied) = {
+            let m = rx.borrow_watched();
+            let leader_term =
+                (m.state == ServerState::Leader && m.current_leader == Some(node_id)).then_some(m.current_term);
+            (leader_term, m.last_applied)
+        };
+        if let Some(term) = leader_term
+            && last_leader_term != Some(term)
+        {
+            observer.leader(group, node_id, term);
+        }
+        last_leader_term = leader_term;
+        if applied != last_applied {
+            if let Some(a) = applied {
+                observer.applied(group, node_id, a.index, term_of(&a));
+            }
+            last_applied = applied;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

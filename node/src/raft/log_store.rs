@@ -1,0 +1,292 @@
+//! `RaftLogStorage` over the partition's segment log, with group commit.
+//!
+//! Write path of one `append` (see docs/architecture.md):
+//! 1. under the log lock, each entry is encoded ([`super::entry_codec`]), validated, stamped with
+//!    its base offset and term, and written to the active segment (not yet durable); the
+//!    completion callback is queued behind those bytes;
+//! 2. the partition's flusher ([`LogStore::run_flusher`]) takes a sync plan of everything
+//!    written so far, fsyncs it *without* the log lock (appends continue meanwhile), and then
+//!    completes every callback queued before the plan — one fsync acknowledges every append that
+//!    arrived while the previous fsync ran (group commit);
+//! 3. openraft counts this replica toward the quorum only after its callback completed.
+//!
+//! A failed fsync or write fails the log closed: the error reaches openraft as a storage error,
+//! which stops this Raft group; nothing is retried or ignored.
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::io;
+use std::ops::Bound;
+use std::ops::RangeBounds;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+
+use keel_core::log::LogConfig;
+use keel_core::log::LogError;
+use keel_core::log::PartitionLog;
+use keel_core::log::RecoveryReport;
+use keel_core::storage::Op;
+use keel_core::storage::Storage;
+use openraft::OptionalSend;
+use openraft::entry::RaftEntry;
+use openraft::storage::IOFlushed;
+use openraft::storage::LogState;
+use openraft::storage::RaftLogReader;
+use openraft::storage::RaftLogStorage;
+
+use super::Entry;
+use super::LogId;
+use super::TypeConfig;
+use super::Vote;
+use super::entry_codec;
+use super::hard_state::HardState;
+use super::log_id;
+use crate::clock;
+use crate::rt;
+
+/// Entries returned by one read are bounded by openraft's `max_payload_entries`; this bounds
+/// their bytes as well (at least one entry is always returned).
+const READ_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// State shared by the log store handle, its readers, the flusher and the partition.
+pub struct LogShared {
+    pub storage: Arc<dyn Storage>,
+    pub dir: PathBuf,
+    log: Mutex<PartitionLog>,
+    hard: Mutex<HardState>,
+    /// Callbacks of appends whose bytes are written but not yet known durable, oldest first.
+    pending: Mutex<VecDeque<IOFlushed<TypeConfig>>>,
+    /// Wakes the flusher when something was written.
+    wakeup: tokio::sync::Notify,
+    /// One sync at a time, so durability only moves forward.
+    sync_lock: tokio::sync::Mutex<()>,
+}
+
+impl LogShared {
+    /// The partition log, for readers (Fetch, the state machine). Never hold it across `.await`.
+    pub fn log(&self) -> MutexGuard<'_, PartitionLog> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hard(&self) -> MutexGuard<'_, HardState> {
+        self.hard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending(&self) -> MutexGuard<'_, VecDeque<IOFlushed<TypeConfig>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes everything written so far durable and completes the callbacks waiting for it.
+    pub async fn sync_once(&self) -> io::Result<()> {
+        let _serial = self.sync_lock.lock().await;
+        let (plan, waiting) = {
+            let mut log = self.log();
+            if let Some(reason) = log.is_failed() {
+                let reason = reason.to_string();
+                drop(log);
+                self.fail_pending(&reason);
+                return Err(io::Error::other(reason));
+            }
+            let waiting = self.pending().len();
+            (log.prepare_sync(), waiting)
+        };
+        if let Some(plan) = plan {
+            let latency = self.storage.injected_latency(Op::Sync);
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            let storage = self.storage.clone();
+            let plan = Arc::new(plan);
+            let p = plan.clone();
+            let result = rt::blocking(move || p.execute(&*storage)).await.and_then(|r| r);
+            if let Err(e) = result {
+                let reason = format!("fsync of {} failed: {e}", self.dir.display());
+                tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition stops (fail closed)");
+                self.log().fail(reason.clone());
+                self.fail_pending(&reason);
+                return Err(io::Error::other(reason));
+            }
+            let plan = Arc::try_unwrap(plan).map_err(|_| io::Error::other("sync plan still shared"))?;
+            self.log().complete_sync(plan);
+        }
+        let done: Vec<_> = {
+            let mut pending = self.pending();
+            let n = waiting.min(pending.len());
+            pending.drain(..n).collect()
+        };
+        for cb in done {
+            cb.io_completed(Ok(()));
+        }
+        Ok(())
+    }
+
+    fn fail_pending(&self, reason: &str) {
+        let failed: Vec<_> = self.pending().drain(..).collect();
+        for cb in failed {
+            cb.io_completed(Err(io::Error::other(reason.to_string())));
+        }
+    }
+}
+
+/// The `RaftLogStorage` (and `RaftLogReader`) of one partition. Cheap to clone.
+#[derive(Clone)]
+pub struct LogStore {
+    shared: Arc<LogShared>,
+}
+
+fn io_err(e: LogError) -> io::Error {
+    let kind = match &e {
+        LogError::Corrupt { .. } | LogError::InvalidBatch(_) => io::ErrorKind::InvalidData,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.to_string())
+}
+
+impl LogStore {
+    /// Opens (recovering) the partition in `dir`: segments under `dir/log/`, the Raft hard state
+    /// in `dir/raft-state`.
+    pub fn open(storage: Arc<dyn Storage>, dir: PathBuf, config: LogConfig) -> io::Result<(LogStore, RecoveryReport)> {
+        let (mut log, report) = PartitionLog::open(storage.clone(), dir.join("log"), config).map_err(io_err)?;
+        let hard = HardState::load(&*storage, &dir)?;
+        if let Some(purged) = &hard.last_purged {
+            // A crash between writing raft-state and deleting segments leaves purged entries on
+            // disk; hide them again.
+            if log.first_index() <= purged.index {
+                log.purge_through(purged.index).map_err(io_err)?;
+            }
+        }
+        let shared = Arc::new(LogShared {
+            storage,
+            dir,
+            log: Mutex::new(log),
+            hard: Mutex::new(hard),
+            pending: Mutex::new(VecDeque::new()),
+            wakeup: tokio::sync::Notify::new(),
+            sync_lock: tokio::sync::Mutex::new(()),
+        });
+        Ok((LogStore { shared }, report))
+    }
+
+    pub fn shared(&self) -> &Arc<LogShared> {
+        &self.shared
+    }
+
+    /// The group-commit loop of this partition: runs until the log fails.
+    pub async fn run_flusher(shared: Arc<LogShared>) {
+        loop {
+            shared.wakeup.notified().await;
+            if shared.sync_once().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn last_purged(&self) -> Option<LogId> {
+        self.shared.hard().last_purged
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(x) => x.saturating_add(1),
+            Bound::Excluded(x) => *x,
+            Bound::Unbounded => u64::MAX,
+        };
+        let stored = {
+            let log = self.shared.log();
+            let start = start.max(log.first_index());
+            let end = end.min(log.next_index());
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            log.read(start..end, READ_BYTES_MAX).map_err(io_err)?
+        };
+        stored.iter().map(entry_codec::decode).collect()
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.shared.hard().vote)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged = self.last_purged();
+        let last = self.shared.log().last_entry().map(|m| log_id(m.term, m.index));
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last.or(last_purged) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let mut next = self.shared.hard().clone();
+        next.vote = Some(*vote);
+        let storage = self.shared.storage.clone();
+        let dir = self.shared.dir.clone();
+        let to_store = next.clone();
+        rt::blocking(move || to_store.store(&*storage, &dir)).await??;
+        *self.shared.hard() = next;
+        Ok(())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let now_ms = clock::wall_clock_ms();
+        {
+            let mut log = self.shared.log();
+            for entry in entries {
+                let (term, bytes) = entry_codec::encode(&entry)?;
+                log.append(entry.index(), term, bytes, now_ms).map_err(io_err)?;
+            }
+            if cfg!(feature = "canary-ack-before-fsync") {
+                // CANARY: reports the entries durable before any fsync.
+                callback.io_completed(Ok(()));
+            } else {
+                self.shared.pending().push_back(callback);
+            }
+        }
+        self.shared.wakeup.notify_one();
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        // Settle every queued append first, so no callback waits on bytes about to be removed.
+        self.shared.sync_once().await?;
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        self.shared.log().truncate_from(from).map_err(io_err)?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let mut next = self.shared.hard().clone();
+        if next.last_purged.is_some_and(|p| p.index >= log_id.index) {
+            return Ok(());
+        }
+        next.last_purged = Some(log_id);
+        let storage = self.shared.storage.clone();
+        let dir = self.shared.dir.clone();
+        let to_store = next.clone();
+        rt::blocking(move || to_store.store(&*storage, &dir)).await??;
+        *self.shared.hard() = next;
+        self.shared.log().purge_through(log_id.index).map_err(io_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! openraft's network over Keel's node-to-node transport.
+//!
+//! Every partition's RPCs to a peer travel on the one multiplexed connection to that peer; the
+//! frame's `group` field names the partition and `kind` the RPC. Bodies are bincode-encoded
+//! openraft messages. The server side ([`serve`]) decodes, hands the request to the partition's
+//! `Raft`, and encodes the answer. Decoding never panics: a bad body is an error answer.
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use bincode::Options;
+use bytes::Bytes;
+use openraft::BasicNode;
+use openraft::OptionalSend;
+use openraft::RaftNetworkFactory;
+use openraft::RaftNetworkV2;
+use openraft::alias::SnapshotMetaOf;
+use openraft::alias::SnapshotOf;
+use openraft::errors::NetworkError;
+use openraft::errors::RPCError;
+use openraft::errors::ReplicationClosed;
+use openraft::errors::StreamingError;
+use openraft::errors::Unreachable;
+use openraft::network::RPCOption;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::SnapshotResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::NodeId;
+use super::Raft;
+use super::TypeConfig;
+use super::Vote;
+use crate::transport::Transport;
+use crate::transport::TransportError;
+
+pub const KIND_APPEND: u8 = 1;
+pub const KIND_VOTE: u8 = 2;
+pub const KIND_PRE_VOTE: u8 = 3;
+pub const KIND_SNAPSHOT: u8 = 4;
+
+/// Largest Raft message body accepted when decoding.
+const RPC_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+fn opts() -> impl Options {
+    bincode::DefaultOptions::new().with_limit(RPC_BYTES_MAX).with_fixint_encoding()
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Result<Bytes, String> {
+    opts().serialize(v).map(Bytes::from).map_err(|e| format!("encode: {e}"))
+}
+
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    opts().deserialize(b).map_err(|e| format!("decode: {e}"))
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotReq {
+    vote: Vote,
+    meta: SnapshotMetaOf<TypeConfig>,
+    data: Vec<u8>,
+}
+
+/// Creates one network client per (partition, peer).
+#[derive(Clone)]
+pub struct NetFactory {
+    pub transport: Transport,
+    pub group: u64,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetFactory {
+    type Network = NetClient;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> NetClient {
+        NetClient { transport: self.transport.clone(), group: self.group, target }
+    }
+}
+
+pub struct NetClient {
+    transport: Transport,
+    group: u64,
+    target: NodeId,
+}
+
+fn rpc_error(e: TransportError) -> RPCError<TypeConfig> {
+    match e {
+        TransportError::Remote(s) => RPCError::Network(NetworkError::from_string(s)),
+        other => RPCError::Unreachable(Unreachable::new(&other)),
+    }
+}
+
+impl NetClient {
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        kind: u8,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let body = encode(req).map_err(|s| RPCError::Network(NetworkError::from_string(s)))?;
+        let resp = self.transport.call(self.target, self.group, kind, body, timeout).await.map_err(rpc_error)?;
+        decode(&resp).map_err(|s| RPCError::Network(NetworkError::from_string(s)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for NetClient {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(KIND_APPEND, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(KIND_VOTE, &rpc, option.hard_ttl()).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(KIND_PRE_VOTE, &rpc, option.hard_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: SnapshotOf<TypeConfig, Cursor<Vec<u8>>>,
+        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let req = SnapshotReq { vote, meta: snapshot.meta, data: snapshot.snapshot.into_inner() };
+        match self.call(KIND_SNAPSHOT, &req, option.hard_ttl()).await {
+            Ok(r) => Ok(r),
+            Err(RPCError::Unreachable(u)) => Err(StreamingError::Unreachable(u)),
+            Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
+        }
+    }
+}
+
+/// Rewrites a vote request so the receiver believes the candidate's log is the most up to date
+/// possible. Only the `canary-vote-without-log-check` build calls this.
+#[cfg(feature = "canary-vote-without-log-check")]
+fn canary_blind_vote(mut req: VoteRequest<TypeConfig>) -> VoteRequest<TypeConfig> {
+    req.last_log_id = Some(super::log_id(req.vote.leader_id.term, u64::MAX >> 1));
+    req
+}
+
+#[cfg(not(feature = "canary-vote-without-log-check"))]
+fn canary_blind_vote(req: VoteRequest<TypeConfig>) -> VoteRequest<TypeConfig> {
+    req
+}
+
+/// Serves one Raft RPC for the partition `raft`. `Err` is sent back as a remote error.
+pub async fn serve(raft: &Raft, kind: u8, body: &[u8]) -> Result<Bytes, String> {
+    match kind {
+        KIND_APPEND => {
+            let req: AppendEntriesRequest<TypeConfig> = decode(body)?;
+            let resp = raft.append_entries(req).await.map_err(|e| e.to_string())?;
+            encode(&resp)
+        }
+        KIND_VOTE => {
+            let req: VoteRequest<TypeConfig> = decode(body)?;
+            let resp = raft.vote(canary_blind_vote(req)).await.map_err(|e| e.to_string())?;
+            encode(&resp)
+        }
+        KIND_PRE_VOTE => {
+            let req: VoteRequest<TypeConfig> = decode(body)?;
+            let resp = raft.pre_vote(canary_blind_vote(req)).await.map_err(|e| e.to_string())?;
+            encode(&resp)
+        }
+        KIND_SNAPSHOT => {
+            let req: SnapshotReq = decode(body)?;
+            let snap = SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> { meta: req.meta, snapshot: Cursor::new(req.data) };
+            let resp = raft.install_full_snapshot(req.vote, snap).await.map_err(|e| e.to_string())?;
+            encode(&resp)
+        }
+        other => Err(format!("unknown raft rpc kind {other}")),
+    }
+}

@@ -1,0 +1,178 @@
+//! The partition's `RaftStateMachine`.
+//!
+//! The partition's data lives once, in the log. Applying an entry therefore only moves the
+//! applied position (which defines the high watermark: the end offset of the last applied entry)
+//! and records membership; the response to a producer is the offset range its batch was given,
+//! read from the stored entry.
+//!
+//! The state machine is volatile: after a restart openraft re-applies from the log once the
+//! commit point is known again. Snapshots hold only (last applied, membership) — enough for
+//! openraft's bookkeeping. Keel keeps every log entry (no Raft-driven purge: the snapshot policy
+//! is `Never`), so a follower never needs a snapshot to catch up; retention, when it purges, must
+//! ship segments as the snapshot (docs/architecture.md).
+
+use std::io;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+
+use bincode::Options;
+use futures::Stream;
+use futures::TryStreamExt;
+use openraft::EntryPayload;
+use openraft::OptionalSend;
+use openraft::alias::SnapshotMetaOf;
+use openraft::alias::SnapshotOf;
+use openraft::storage::EntryResponder;
+use openraft::storage::RaftSnapshotBuilder;
+use openraft::storage::RaftStateMachine;
+use serde::Deserialize;
+use serde::Serialize;
+
+use super::Applied;
+use super::LogId;
+use super::StoredMembership;
+use super::TypeConfig;
+use super::log_store::LogShared;
+
+const SNAPSHOT_BYTES_MAX: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SmData {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    /// End offset of the last applied entry: the partition's high watermark.
+    high_watermark: u64,
+}
+
+struct SmInner {
+    data: SmData,
+    snapshot: Option<(SnapshotMetaOf<TypeConfig>, Vec<u8>)>,
+}
+
+/// Cheap to clone; every clone sees the same state.
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Mutex<SmInner>>,
+    log: Option<Arc<LogShared>>,
+    /// Woken whenever the high watermark moves (long-polling readers wait on it).
+    advanced: Arc<tokio::sync::Notify>,
+}
+
+fn opts() -> impl Options {
+    bincode::DefaultOptions::new().with_limit(SNAPSHOT_BYTES_MAX).with_fixint_encoding()
+}
+
+impl StateMachine {
+    /// A state machine reading offsets from `log` (None only in storage-suite tests, where
+    /// entries are not backed by a partition log).
+    pub fn new(log: Option<Arc<LogShared>>) -> StateMachine {
+        StateMachine {
+            inner: Arc::new(Mutex::new(SmInner { data: SmData::default(), snapshot: None })),
+            log,
+            advanced: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    fn inner(&self) -> MutexGuard<'_, SmInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// End offset of the last applied entry: consumers never read at or past it.
+    pub fn high_watermark(&self) -> u64 {
+        self.inner().data.high_watermark
+    }
+
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.inner().data.last_applied
+    }
+
+    pub fn advanced(&self) -> &Arc<tokio::sync::Notify> {
+        &self.advanced
+    }
+
+    /// The offsets the stored entry at `index` occupies.
+    fn applied_range(&self, index: u64) -> io::Result<Applied> {
+        let Some(log) = &self.log else {
+            return Ok(Applied::default());
+        };
+        let meta = log.log().entry_meta(index).map_err(|e| io::Error::other(e.to_string()))?;
+        let meta = meta.ok_or_else(|| io::Error::other(format!("applied entry {index} is not in the log")))?;
+        Ok(Applied { base_offset: meta.base_offset, offset_count: meta.offset_count })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Cursor<Vec<u8>>>, io::Error> {
+        let mut g = self.inner();
+        let bytes = opts().serialize(&g.data).map_err(io::Error::other)?;
+        let meta = SnapshotMetaOf::<TypeConfig> {
+            last_log_id: g.data.last_applied,
+            last_membership: g.data.membership.clone(),
+        };
+        g.snapshot = Some((meta.clone(), bytes.clone()));
+        Ok(SnapshotOf::<TypeConfig, _> { meta, snapshot: Cursor::new(bytes) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let g = self.inner();
+        Ok((g.data.last_applied, g.data.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let applied = self.applied_range(entry.log_id.index)?;
+            {
+                let mut g = self.inner();
+                g.data.last_applied = Some(entry.log_id);
+                if self.log.is_some() {
+                    g.data.high_watermark = applied.base_offset + applied.offset_count;
+                }
+                if let EntryPayload::Membership(m) = entry.payload {
+                    g.data.membership = StoredMembership::new(Some(entry.log_id), m);
+                }
+            }
+            if let Some(r) = responder {
+                r.send(applied);
+            }
+        }
+        self.advanced.notify_waiters();
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        snapshot: Cursor<Vec<u8>>,
+    ) -> Result<(), io::Error> {
+        let bytes = snapshot.into_inner();
+        let data: SmData =
+            opts().deserialize(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let mut g = self.inner();
+        g.data = data;
+        g.snapshot = Some((meta.clone(), bytes));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, Cursor<Vec<u8>>>>, io::Error> {
+        let g = self.inner();
+        Ok(g.snapshot
+            .as_ref()
+            .map(|(m, d)| SnapshotOf::<TypeConfig, _> { meta: m.clone(), snapshot: Cursor::new(d.clone()) }))
+    }
+}

@@ -1,0 +1,160 @@
+//! The async runtime openraft runs on: real tokio normally, madsim under `--cfg madsim`.
+//!
+//! Under madsim, openraft's `AsyncRuntime` is implemented here over madsim's tasks and clock:
+//! tasks spawn on the current simulated node (a node kill takes them down), `Instant` is
+//! `std::time::Instant` (madsim intercepts the clock), randomness is seeded from madsim's RNG, and
+//! the watch channel is openraft-rt-sim's FIFO `SimWatch` — tokio's watch wakes waiters in a
+//! process-random order, which breaks same-seed replay.
+//!
+//! [`blocking`] runs a synchronous storage call (an fsync) off the async workers on tokio, and
+//! inline under madsim, whose simulated disk never blocks.
+
+#[cfg(not(madsim))]
+pub type Runtime = openraft_rt_tokio::TokioRuntime;
+
+#[cfg(madsim)]
+pub type Runtime = sim::MadsimRuntime;
+
+/// Runs `f`, a synchronous call that may block on a disk, without stalling the async workers.
+pub async fn blocking<F, T>(f: F) -> std::io::Result<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    #[cfg(madsim)]
+    {
+        Ok(f())
+    }
+    #[cfg(not(madsim))]
+    {
+        tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(madsim)]
+mod sim {
+    use std::fmt;
+    use std::future::Future;
+    use std::io;
+    use std::pin::Pin;
+    use std::task::Context;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use openraft_rt::AsyncRuntime;
+    use openraft_rt::OptionalSend;
+    use pin_project_lite::pin_project;
+    use rand10::SeedableRng;
+    use rand10::rngs::SmallRng;
+
+    /// openraft's runtime over madsim. Constructed by openraft only in its own tests; Keel's
+    /// simulation builds the madsim runtime itself and runs nodes inside it.
+    pub struct MadsimRuntime {
+        rt: madsim::runtime::Runtime,
+    }
+
+    impl fmt::Debug for MadsimRuntime {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("MadsimRuntime").finish()
+        }
+    }
+
+    pin_project! {
+        /// A nameable, `Send` timeout (madsim's own `timeout` returns an unnameable future).
+        /// Polls the inner future first, then the deadline.
+        pub struct MadsimTimeout<F> {
+            #[pin]
+            future: F,
+            #[pin]
+            sleep: madsim::time::Sleep,
+        }
+    }
+
+    impl<F: Future> Future for MadsimTimeout<F> {
+        type Output = Result<F::Output, madsim::time::error::Elapsed>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let this = self.project();
+            if let Poll::Ready(v) = this.future.poll(cx) {
+                return Poll::Ready(Ok(v));
+            }
+            match this.sleep.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(madsim::time::error::Elapsed)),
+                Poll::Pending => Poll::Pending,
+            }
+        }
+    }
+
+    impl AsyncRuntime for MadsimRuntime {
+        type JoinError = madsim::task::JoinError;
+        type JoinHandle<T: OptionalSend + 'static> = madsim::task::JoinHandle<T>;
+        type Sleep = madsim::time::Sleep;
+        type Instant = std::time::Instant;
+        type TimeoutError = madsim::time::error::Elapsed;
+        type Timeout<R, T: Future<Output = R> + OptionalSend> = MadsimTimeout<T>;
+        type ThreadLocalRng = SmallRng;
+
+        fn spawn<T>(future: T) -> Self::JoinHandle<T::Output>
+        where
+            T: Future + OptionalSend + 'static,
+            T::Output: OptionalSend + 'static,
+        {
+            madsim::task::spawn(future)
+        }
+
+        fn sleep(duration: Duration) -> Self::Sleep {
+            madsim::time::sleep(duration)
+        }
+
+        fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
+            madsim::time::sleep_until(deadline)
+        }
+
+        fn timeout<R, F: Future<Output = R> + OptionalSend>(duration: Duration, future: F) -> Self::Timeout<R, F> {
+            MadsimTimeout { future, sleep: madsim::time::sleep(duration) }
+        }
+
+        fn timeout_at<R, F: Future<Output = R> + OptionalSend>(
+            deadline: Self::Instant,
+            future: F,
+        ) -> Self::Timeout<R, F> {
+            MadsimTimeout { future, sleep: madsim::time::sleep_until(deadline) }
+        }
+
+        fn is_panic(join_error: &Self::JoinError) -> bool {
+            join_error.is_panic()
+        }
+
+        fn thread_rng() -> Self::ThreadLocalRng {
+            // madsim's global RNG is rand 0.8; openraft wants rand 0.10. Seed one from the other.
+            SmallRng::seed_from_u64(madsim::rand::random::<u64>())
+        }
+
+        type Mpsc = openraft_rt_tokio::TokioMpsc;
+        type Watch = openraft_rt_sim::SimWatch;
+        type Oneshot = openraft_rt_tokio::TokioOneshot;
+        type Mutex<T: OptionalSend + 'static> = openraft_rt_tokio::TokioMutex<T>;
+
+        fn new(_threads: usize) -> Self {
+            let seed = std::env::var("MADSIM_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+            MadsimRuntime { rt: madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default()) }
+        }
+
+        fn block_on<F, T>(&mut self, future: F) -> T
+        where
+            F: Future<Output = T>,
+        {
+            self.rt.block_on(future)
+        }
+
+        fn spawn_blocking<F, T>(f: F) -> impl Future<Output = Result<T, io::Error>> + Send
+        where
+            F: FnOnce() -> T + Send + 'static,
+            T: Send + 'static,
+        {
+            // The default starts an OS thread, which madsim forbids; run on a madsim task.
+            let h = madsim::task::spawn(async move { f() });
+            async move { h.await.map_err(io::Error::other) }
+        }
+    }
+}
