@@ -1,0 +1,258 @@
+//! A simulated Keel cluster: real `keel_node::Node`s on madsim nodes, each with a simulated disk
+//! that outlives the node (a kill is a power loss: the disk then drops its unsynced bytes).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use keel_checker::Commit;
+use keel_checker::EventType;
+use keel_checker::Fault as FaultEvent;
+use keel_checker::Leader;
+use keel_checker::Op;
+use keel_core::log::LogConfig;
+use keel_core::storage::Storage;
+use keel_core::storage::sim::SimFaults;
+use keel_core::storage::sim::SimStorage;
+use keel_node::node::Node;
+use keel_node::node::NodeConfig;
+use keel_node::partition::Observer;
+use keel_node::partition::ReplicaConfig;
+use keel_node::transport::TransportConfig;
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+
+use crate::recorder::Recorder;
+
+pub const RAFT_PORT: u16 = 7000;
+/// The nemesis's process id in the history.
+pub const NEMESIS: u64 = 0;
+
+pub fn node_ip(id: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8))
+}
+
+pub fn node_addr(id: u64) -> String {
+    format!("{}:{RAFT_PORT}", node_ip(id))
+}
+
+pub fn partition_name(group: u64) -> String {
+    format!("p{group}")
+}
+
+/// Records leader and applied events of one incarnation of one node.
+struct SimObserver {
+    recorder: Recorder,
+    incarnation: u64,
+}
+
+impl Observer for SimObserver {
+    fn leader(&self, group: u64, node: u64, term: u64) {
+        let op = Op::Leader(Leader { node, term, partition: partition_name(group) });
+        self.recorder.record(node, EventType::Info, op);
+    }
+
+    fn applied(&self, group: u64, node: u64, index: u64, term: u64) {
+        let op =
+            Op::Commit(Commit { node, incarnation: self.incarnation, partition: partition_name(group), index, term });
+        self.recorder.record(node, EventType::Info, op);
+    }
+}
+
+struct Slot {
+    madsim_id: madsim::task::NodeId,
+    storage: Arc<SimStorage>,
+    up: bool,
+}
+
+/// Cluster-wide settings of a simulated run.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub nodes: u64,
+    pub partitions: Vec<u64>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    pub segment_bytes_max: u64,
+    /// How long each simulated fsync takes.
+    pub fsync_latency: std::ops::Range<Duration>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nodes: 3,
+            partitions: vec![0],
+            heartbeat_ms: 100,
+            election_timeout_ms: (500, 1000),
+            segment_bytes_max: 64 * 1024,
+            fsync_latency: Duration::from_millis(1)..Duration::from_millis(8),
+        }
+    }
+}
+
+pub struct SimCluster {
+    handle: Handle,
+    slots: Mutex<BTreeMap<u64, Slot>>,
+    recorder: Recorder,
+}
+
+fn node_config(config: &ClusterConfig, id: u64) -> NodeConfig {
+    let timing = keel_node::raft::RaftTiming {
+        heartbeat_ms: config.heartbeat_ms,
+        election_timeout_min_ms: config.election_timeout_ms.0,
+        election_timeout_max_ms: config.election_timeout_ms.1,
+    };
+    let raft = keel_node::raft::config("keel-sim", timing).unwrap_or_else(|e| panic!("invalid raft config: {e}"));
+    NodeConfig {
+        id,
+        data_dir: PathBuf::from("/keel"),
+        peers: (1..=config.nodes).map(|n| (n, node_addr(n))).collect(),
+        partitions: config.partitions.clone(),
+        replica: ReplicaConfig {
+            log: LogConfig { segment_bytes_max: config.segment_bytes_max, ..LogConfig::default() },
+            raft,
+        },
+        transport: TransportConfig::new("keel-sim"),
+    }
+}
+
+impl SimCluster {
+    /// Creates and starts every node. Call inside the madsim runtime.
+    pub fn start(seed: u64, config: &ClusterConfig, recorder: Recorder) -> Arc<SimCluster> {
+        let handle = Handle::current();
+        let mut slots = BTreeMap::new();
+        for id in 1..=config.nodes {
+            let storage = SimStorage::new(seed.wrapping_mul(1000).wrapping_add(id));
+            // A real disk takes milliseconds to fsync: acknowledged-but-unsynced data exists for
+            // that long, and a crash inside the window is what catches a premature ack.
+            storage.set_faults(SimFaults { sync_latency: config.fsync_latency.clone(), ..SimFaults::default() });
+            let incarnations = Arc::new(AtomicU64::new(0));
+            let node_config = node_config(config, id);
+            let (st, rec) = (storage.clone(), recorder.clone());
+            let node = handle
+                .create_node()
+                .name(format!("keel-{id}"))
+                .ip(node_ip(id))
+                .init(move || {
+                    let storage: Arc<dyn Storage> = st.clone();
+                    let recorder = rec.clone();
+                    let config = node_config.clone();
+                    let incarnation = incarnations.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move {
+                        let observer = Arc::new(SimObserver { recorder: recorder.clone(), incarnation });
+                        match tokio::net::TcpListener::bind(("0.0.0.0", RAFT_PORT)).await {
+                            Ok(listener) => {
+                                if let Err(e) = Node::start(config, storage, listener, observer).await {
+                                    let mut detail = BTreeMap::new();
+                                    detail.insert("error".to_string(), serde_json::Value::String(e.to_string()));
+                                    let op =
+                                        Op::Fault(FaultEvent { fault: "start-failed".into(), node: Some(id), detail });
+                                    recorder.record(NEMESIS, EventType::Info, op);
+                                }
+                            }
+                            Err(e) => tracing::error!(id, error = %e, "bind failed"),
+                        }
+                        std::future::pending::<()>().await;
+                    }
+                })
+                .build();
+            slots.insert(id, Slot { madsim_id: node.id(), storage, up: true });
+        }
+        Arc::new(SimCluster { handle, slots: Mutex::new(slots), recorder })
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn node_ids(&self) -> Vec<u64> {
+        self.slots().keys().copied().collect()
+    }
+
+    fn note(&self, fault: &str, node: Option<u64>, detail: BTreeMap<String, serde_json::Value>) {
+        let op = Op::Fault(FaultEvent { fault: fault.to_string(), node, detail });
+        self.recorder.record(NEMESIS, EventType::Info, op);
+    }
+
+    /// Power loss: the node dies and its disk keeps only what was synced (plus maybe a torn
+    /// prefix of what was not).
+    pub fn crash(&self, id: u64) {
+        let mut slots = self.slots();
+        let Some(slot) = slots.get_mut(&id) else { return };
+        if !slot.up {
+            return;
+        }
+        self.handle.kill(slot.madsim_id);
+        slot.storage.crash();
+        slot.up = false;
+        drop(slots);
+        self.note("crash", Some(id), BTreeMap::new());
+    }
+
+    pub fn restart(&self, id: u64) {
+        let mut slots = self.slots();
+        let Some(slot) = slots.get_mut(&id) else { return };
+        if slot.up {
+            return;
+        }
+        self.handle.restart(slot.madsim_id);
+        slot.up = true;
+        drop(slots);
+        self.note("restart", Some(id), BTreeMap::new());
+    }
+
+    pub fn isolate(&self, id: u64) {
+        let Some(mid) = self.slots().get(&id).map(|s| s.madsim_id) else { return };
+        NetSim::current().clog_node(mid);
+        self.note("isolate", Some(id), BTreeMap::new());
+    }
+
+    pub fn one_way(&self, from: u64, to: u64) {
+        let slots = self.slots();
+        let (Some(a), Some(b)) = (slots.get(&from), slots.get(&to)) else { return };
+        NetSim::current().clog_link(a.madsim_id, b.madsim_id);
+        drop(slots);
+        let mut detail = BTreeMap::new();
+        detail.insert("to".to_string(), serde_json::Value::from(to));
+        self.note("one-way", Some(from), detail);
+    }
+
+    pub fn packet_loss(&self, rate: f64) {
+        NetSim::current().update_config(|c| c.packet_loss_rate = rate);
+        let mut detail = BTreeMap::new();
+        detail.insert("rate".to_string(), serde_json::Value::from(rate));
+        self.note("packet-loss", None, detail);
+    }
+
+    /// Restores every link and node: unclogs, stops packet loss, restarts crashed nodes.
+    pub fn heal(&self) {
+        let ids: Vec<(u64, madsim::task::NodeId)> = self.slots().iter().map(|(k, s)| (*k, s.madsim_id)).collect();
+        let net = NetSim::current();
+        net.update_config(|c| c.packet_loss_rate = 0.0);
+        for (_, a) in &ids {
+            net.unclog_node(*a);
+            for (_, b) in &ids {
+                net.unclog_link(*a, *b);
+            }
+        }
+        self.note("heal", None, BTreeMap::new());
+        for (id, _) in ids {
+            self.restart(id);
+        }
+    }
+
+    pub fn is_up(&self, id: u64) -> bool {
+        self.slots().get(&id).is_some_and(|s| s.up)
+    }
+
+    /// Lets the simulated time pass.
+    pub async fn sleep_ms(ms: u64) {
+        madsim::time::sleep(Duration::from_millis(ms)).await;
+    }
+}

@@ -1,0 +1,24 @@
+//! keel-sim: Keel's deterministic simulation.
+//!
+//! The real node code (`keel_node::node::Node`) runs on simulated machines under madsim: the
+//! network, the clock, task scheduling and randomness all come from one seed, and each node's
+//! disk is a `keel_core::storage::sim::SimStorage` that loses unsynced bytes on a crash.
+//!
+//! Layout:
+//! - [`faults`]: fault schedules drawn from the seed (plain data; replayable).
+//! - [`recorder`]: the history recorder (simulated time).
+//! - `cluster`: the simulated cluster — nodes, disks, crash/restart/isolate/heal (madsim only).
+//! - `workload`: producers following redirects, replica reads (madsim only).
+//! - `scenario`: one seed from start to verdict (madsim only).
+//!
+//! Everything that needs madsim is compiled only with `--cfg madsim`; `sim/run` builds that way.
+
+pub mod faults;
+pub mod recorder;
+
+#[cfg(madsim)]
+pub mod cluster;
+#[cfg(madsim)]
+pub mod scenario;
+#[cfg(madsim)]
+pub mod workload;

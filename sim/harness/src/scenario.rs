@@ -1,0 +1,329 @@
+//! One seed, start to verdict: start the cluster, run producers while the nemesis works through
+//! the fault schedule, heal, wait until every replica has applied the same log, read every
+//! replica, and run every checker over the recorded history.
+
+use std::collections::BTreeMap;
+use std::hash::Hasher;
+use std::net::IpAddr;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_checker::History;
+use keel_checker::Verdict;
+use madsim::runtime::Handle;
+
+use crate::cluster::ClusterConfig;
+use crate::cluster::SimCluster;
+use crate::cluster::node_addr;
+use crate::faults;
+use crate::faults::Fault;
+use crate::faults::Scheduled;
+use crate::recorder::Recorder;
+use crate::workload;
+
+/// What to run for one seed.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub workload_ms: u64,
+    pub producers: u64,
+    /// None: generate from the seed.
+    pub schedule: Option<Vec<Scheduled>>,
+    /// How long the healed cluster gets to converge before the run counts as stuck.
+    pub converge_ms_max: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { workload_ms: 20_000, producers: 3, schedule: None, converge_ms_max: 60_000 }
+    }
+}
+
+/// The result of one seed.
+#[derive(Debug, Clone)]
+pub struct SeedOutcome {
+    pub seed: u64,
+    pub passed: bool,
+    /// Hash of the whole recorded history: equal for equal runs.
+    pub trace_hash: u64,
+    pub verdicts: Vec<Verdict>,
+    /// Problems outside the checkers (no convergence, a malformed history).
+    pub problems: Vec<String>,
+    pub history_jsonl: String,
+    pub schedule: Vec<Scheduled>,
+    pub acked: usize,
+    pub sim_ms: u64,
+}
+
+const GROUP: u64 = 0;
+const CONTROL_ID: u64 = 900;
+const PRODUCER_BASE: u64 = 10;
+const READER_BASE: u64 = 800;
+
+/// Runs `seed` on a fresh OS thread with a fresh madsim runtime (thread-local state of std and
+/// tokio is per thread, so runs in one process do not influence each other).
+pub fn run_seed(seed: u64, options: RunOptions) -> SeedOutcome {
+    let result = std::thread::spawn(move || {
+        let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        rt.block_on(scenario(seed, options))
+    })
+    .join();
+    match result {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".to_string());
+            SeedOutcome {
+                seed,
+                passed: false,
+                trace_hash: 0,
+                verdicts: Vec::new(),
+                problems: vec![format!("the simulation panicked: {msg}")],
+                history_jsonl: String::new(),
+                schedule: Vec::new(),
+                acked: 0,
+                sim_ms: 0,
+            }
+        }
+    }
+}
+
+async fn scenario(seed: u64, options: RunOptions) -> SeedOutcome {
+    let handle = Handle::current();
+    let recorder = Recorder::new();
+    let config = ClusterConfig::default();
+    let cluster = SimCluster::start(seed, &config, recorder.clone());
+    let schedule = options.schedule.clone().unwrap_or_else(|| {
+        let sc = faults::ScheduleConfig { nodes: config.nodes, workload_ms: options.workload_ms, gap_ms: 200..1500 };
+        faults::generate(seed, &sc)
+    });
+    let control = handle.create_node().name("control").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1))).build();
+    let (rec, cl, sched, opts) = (recorder.clone(), cluster.clone(), schedule.clone(), options.clone());
+    let joined = control.spawn(async move { control_loop(handle_clone(), cl, rec, sched, opts).await }).await;
+    let problems = match joined {
+        Ok(p) => p,
+        Err(e) => vec![format!("control task failed: {e}")],
+    };
+    finish(seed, recorder, schedule, problems)
+}
+
+fn handle_clone() -> Handle {
+    Handle::current()
+}
+
+fn finish(seed: u64, recorder: Recorder, schedule: Vec<Scheduled>, mut problems: Vec<String>) -> SeedOutcome {
+    let sim_ms = recorder.elapsed_ns() / 1_000_000;
+    let events = recorder.events();
+    let history = History::new(events);
+    let (verdicts, jsonl, acked) = match history {
+        Ok(h) => {
+            let acked = h
+                .events()
+                .iter()
+                .filter(|e| e.kind == keel_checker::EventType::Ok && matches!(e.op, keel_checker::Op::Produce(_)))
+                .count();
+            (keel_checker::check_all(&h), h.to_jsonl(), acked)
+        }
+        Err(e) => {
+            problems.push(format!("malformed history: {e}"));
+            (Vec::new(), String::new(), 0)
+        }
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    hasher.write(jsonl.as_bytes());
+    let passed = problems.is_empty() && verdicts.iter().all(|v| v.ok);
+    SeedOutcome {
+        seed,
+        passed,
+        trace_hash: hasher.finish(),
+        verdicts,
+        problems,
+        history_jsonl: jsonl,
+        schedule,
+        acked,
+        sim_ms,
+    }
+}
+
+async fn control_loop(
+    handle: Handle,
+    cluster: Arc<SimCluster>,
+    recorder: Recorder,
+    schedule: Vec<Scheduled>,
+    options: RunOptions,
+) -> Vec<String> {
+    let nodes = cluster.node_ids();
+    let admin = workload::client_transport(CONTROL_ID, &nodes, node_addr);
+    madsim::time::sleep(Duration::from_millis(1500)).await;
+
+    let start_ns = recorder.elapsed_ns();
+    let deadline_ns = start_ns + options.workload_ms * 1_000_000;
+    let mut producers = Vec::new();
+    for i in 0..options.producers {
+        let process = PRODUCER_BASE + i;
+        let node = handle
+            .create_node()
+            .name(format!("producer-{i}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, i as u8 + 1)))
+            .build();
+        let t = workload::client_transport(process, &nodes, node_addr);
+        let (rec, ns) = (recorder.clone(), nodes.clone());
+        producers.push(node.spawn(workload::producer(process, GROUP, ns, t, rec, deadline_ns)));
+    }
+
+    for s in &schedule {
+        let at_ns = start_ns + s.at_ms * 1_000_000;
+        let now = recorder.elapsed_ns();
+        if at_ns > now {
+            madsim::time::sleep(Duration::from_nanos(at_ns - now)).await;
+        }
+        apply_fault(&cluster, &admin, &s.fault).await;
+    }
+    for p in producers {
+        let _ = p.await;
+    }
+    cluster.heal();
+    let mut problems = Vec::new();
+    let (caught_up, last_seen) = converge(&admin, &nodes, &recorder, options.converge_ms_max).await;
+    if !caught_up {
+        problems.push(format!(
+            "the healed cluster did not converge within {} ms of simulated time; last statuses: {last_seen}",
+            options.converge_ms_max
+        ));
+    }
+    for &n in &nodes {
+        if let Err(e) = workload::read_replica(&admin, &recorder, READER_BASE + n, n, GROUP, caught_up).await {
+            problems.push(e);
+        }
+    }
+    problems
+}
+
+async fn leader_of(admin: &keel_node::transport::Transport, nodes: &[u64]) -> Option<u64> {
+    let mut best: Option<(u64, u64)> = None;
+    for &n in nodes {
+        if let Some(s) = workload::status(admin, n, GROUP).await
+            && s.state == "Leader"
+            && best.is_none_or(|(t, _)| s.term > t)
+        {
+            best = Some((s.term, n));
+        }
+    }
+    best.map(|(_, n)| n)
+}
+
+async fn apply_fault(cluster: &Arc<SimCluster>, admin: &keel_node::transport::Transport, fault: &Fault) {
+    let nodes = cluster.node_ids();
+    let wait = |ms: u64| madsim::time::sleep(Duration::from_millis(ms));
+    match fault {
+        Fault::Crash { nodes: victims, down_ms } => {
+            for &v in victims {
+                cluster.crash(v);
+            }
+            wait(*down_ms).await;
+            for &v in victims {
+                cluster.restart(v);
+            }
+        }
+        Fault::CrashLeader { down_ms } => {
+            if let Some(l) = leader_of(admin, &nodes).await {
+                cluster.crash(l);
+                wait(*down_ms).await;
+                cluster.restart(l);
+            }
+        }
+        Fault::Isolate { node, duration_ms } => {
+            cluster.isolate(*node);
+            wait(*duration_ms).await;
+            cluster.heal();
+        }
+        Fault::IsolateLeader { duration_ms } => {
+            if let Some(l) = leader_of(admin, &nodes).await {
+                cluster.isolate(l);
+                wait(*duration_ms).await;
+                cluster.heal();
+            }
+        }
+        Fault::OneWay { from, to, duration_ms } => {
+            cluster.one_way(*from, *to);
+            wait(*duration_ms).await;
+            cluster.heal();
+        }
+        Fault::PacketLoss { rate_pct, duration_ms } => {
+            cluster.packet_loss(f64::from(*rate_pct) / 100.0);
+            wait(*duration_ms).await;
+            cluster.heal();
+        }
+        Fault::StaleCandidate { node, isolated_ms, down_ms } => {
+            cluster.isolate(*node);
+            wait(*isolated_ms).await;
+            cluster.heal();
+            if let Some(l) = leader_of(admin, &nodes).await
+                && l != *node
+            {
+                cluster.crash(l);
+                wait(*down_ms).await;
+                cluster.restart(l);
+            }
+        }
+    }
+}
+
+/// Waits until every node answers, one leads, and all have applied the same last index.
+/// Returns whether that happened, and the statuses last seen (for the report).
+async fn converge(
+    admin: &keel_node::transport::Transport,
+    nodes: &[u64],
+    recorder: &Recorder,
+    ms_max: u64,
+) -> (bool, String) {
+    let deadline = recorder.elapsed_ns() + ms_max * 1_000_000;
+    let mut settled_rounds = 0;
+    let mut last_seen = String::new();
+    while recorder.elapsed_ns() < deadline {
+        let mut statuses = BTreeMap::new();
+        for &n in nodes {
+            if let Some(s) = workload::status(admin, n, GROUP).await {
+                statuses.insert(n, s);
+            }
+        }
+        let all = statuses.len() == nodes.len();
+        let leaders = statuses.values().filter(|s| s.state == "Leader").count();
+        let last = statuses.values().filter_map(|s| s.last_log_index).max();
+        let applied_all = statuses.values().all(|s| s.applied_index.is_some() && s.applied_index == last);
+        last_seen = statuses
+            .values()
+            .map(|s| {
+                format!(
+                    "[node {} {} term {} leader {:?} last_log {:?} applied {:?}{}]",
+                    s.node,
+                    s.state,
+                    s.term,
+                    s.leader,
+                    s.last_log_index,
+                    s.applied_index,
+                    s.failed.as_ref().map(|f| format!(" FAILED {f}")).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        if all && leaders == 1 && applied_all {
+            settled_rounds += 1;
+            if settled_rounds >= 2 {
+                return (true, last_seen);
+            }
+        } else {
+            settled_rounds = 0;
+        }
+        madsim::time::sleep(Duration::from_millis(250)).await;
+    }
+    (false, last_seen)
+}
+
+/// Writes a replayable schedule as JSON.
+pub fn schedule_json(schedule: &[Scheduled]) -> String {
+    serde_json::to_string_pretty(schedule).unwrap_or_default()
+}
