@@ -227,9 +227,16 @@ impl Replica {
         self.sm.last_applied().map(|l| l.index)
     }
 
-    /// Why the log stopped, if it failed closed.
+    /// Why this replica stopped, if it failed closed: its log refused a write or an fsync, or
+    /// its Raft group stopped on a fatal (storage) error.
     pub fn failed(&self) -> Option<String> {
-        self.log.log().is_failed().map(str::to_string)
+        if let Some(reason) = self.log.log().is_failed() {
+            return Some(reason.to_string());
+        }
+        match &self.raft.metrics().borrow_watched().running_state {
+            Ok(()) => None,
+            Err(fatal) => Some(format!("raft stopped: {fatal}")),
+        }
     }
 
     /// Wakes when the high watermark moves.

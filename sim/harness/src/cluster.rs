@@ -247,6 +247,13 @@ impl SimCluster {
         }
     }
 
+    /// Makes the node's next fsync fail with EIO.
+    pub fn fail_next_sync(&self, id: u64) {
+        let Some(storage) = self.slots().get(&id).map(|s| s.storage.clone()) else { return };
+        storage.fail_next_sync("");
+        self.note("fsync-error", Some(id), BTreeMap::new());
+    }
+
     pub fn is_up(&self, id: u64) -> bool {
         self.slots().get(&id).is_some_and(|s| s.up)
     }

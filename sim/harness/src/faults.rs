@@ -28,6 +28,9 @@ pub enum Fault {
     /// Cut a node off, let the others commit, heal it, then crash the leader so the stale node
     /// stands for election against an up-to-date one.
     StaleCandidate { node: u64, isolated_ms: u64, down_ms: u64 },
+    /// The node's next fsync fails (EIO). Its partition must stop (fail closed); after
+    /// `down_ms` an operator restarts the node.
+    FsyncError { node: u64, down_ms: u64 },
 }
 
 /// A fault and when it fires, in milliseconds after the workload starts.
@@ -56,6 +59,7 @@ impl Fault {
             | Fault::OneWay { duration_ms, .. }
             | Fault::PacketLoss { duration_ms, .. } => *duration_ms,
             Fault::StaleCandidate { isolated_ms, down_ms, .. } => isolated_ms + down_ms,
+            Fault::FsyncError { down_ms, .. } => *down_ms,
         }
     }
 }
@@ -70,7 +74,7 @@ pub fn generate(seed: u64, config: &ScheduleConfig) -> Vec<Scheduled> {
     let mut out = Vec::new();
     let mut at_ms = rng.gen_range(config.gap_ms.clone());
     while at_ms < config.workload_ms {
-        let fault = match rng.gen_range(0..10) {
+        let fault = match rng.gen_range(0..11) {
             0 | 1 => Fault::Crash { nodes: vec![pick_node(&mut rng, config.nodes)], down_ms: rng.gen_range(200..3000) },
             2 => {
                 // A majority at once: what loses data if anything acknowledged was not durable.
@@ -90,6 +94,7 @@ pub fn generate(seed: u64, config: &ScheduleConfig) -> Vec<Scheduled> {
                 Fault::OneWay { from, to, duration_ms: rng.gen_range(300..3000) }
             }
             8 => Fault::PacketLoss { rate_pct: rng.gen_range(5..40), duration_ms: rng.gen_range(500..3000) },
+            9 => Fault::FsyncError { node: pick_node(&mut rng, config.nodes), down_ms: rng.gen_range(1000..3000) },
             _ => Fault::StaleCandidate {
                 node: pick_node(&mut rng, config.nodes),
                 isolated_ms: rng.gen_range(1000..4000),

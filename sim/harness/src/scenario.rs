@@ -159,6 +159,7 @@ async fn control_loop(
     let admin = workload::client_transport(CONTROL_ID, &nodes, node_addr);
     madsim::time::sleep(Duration::from_millis(1500)).await;
 
+    let mut fault_problems = Vec::new();
     let start_ns = recorder.elapsed_ns();
     let deadline_ns = start_ns + options.workload_ms * 1_000_000;
     let mut producers = Vec::new();
@@ -180,13 +181,15 @@ async fn control_loop(
         if at_ns > now {
             madsim::time::sleep(Duration::from_nanos(at_ns - now)).await;
         }
-        apply_fault(&cluster, &admin, &s.fault).await;
+        if let Some(p) = apply_fault(&cluster, &admin, &s.fault).await {
+            fault_problems.push(p);
+        }
     }
     for p in producers {
         let _ = p.await;
     }
     cluster.heal();
-    let mut problems = Vec::new();
+    let mut problems = fault_problems;
     let (caught_up, last_seen) = converge(&admin, &nodes, &recorder, options.converge_ms_max).await;
     if !caught_up {
         problems.push(format!(
@@ -215,7 +218,13 @@ async fn leader_of(admin: &keel_node::transport::Transport, nodes: &[u64]) -> Op
     best.map(|(_, n)| n)
 }
 
-async fn apply_fault(cluster: &Arc<SimCluster>, admin: &keel_node::transport::Transport, fault: &Fault) {
+/// Applies one fault and undoes it. Returns a problem when the system misbehaved in a way no
+/// history checker sees (a partition that kept running after a failed fsync).
+async fn apply_fault(
+    cluster: &Arc<SimCluster>,
+    admin: &keel_node::transport::Transport,
+    fault: &Fault,
+) -> Option<String> {
     let nodes = cluster.node_ids();
     let wait = |ms: u64| madsim::time::sleep(Duration::from_millis(ms));
     match fault {
@@ -269,7 +278,28 @@ async fn apply_fault(cluster: &Arc<SimCluster>, admin: &keel_node::transport::Tr
                 cluster.restart(l);
             }
         }
+        Fault::FsyncError { node, down_ms } => {
+            if !cluster.is_up(*node) {
+                return None;
+            }
+            cluster.fail_next_sync(*node);
+            wait(*down_ms).await;
+            // Under steady produce load every replica fsyncs within milliseconds, so by now the
+            // failed fsync happened and the partition must have stopped.
+            let status = workload::status(admin, *node, GROUP).await;
+            let problem = match status {
+                Some(s) if s.failed.is_none() => Some(format!(
+                    "node {node}: an fsync failed {down_ms} ms ago but its partition is still running ({})",
+                    s.state
+                )),
+                _ => None,
+            };
+            cluster.crash(*node);
+            cluster.restart(*node);
+            return problem;
+        }
     }
+    None
 }
 
 /// Waits until every node answers, one leads, and all have applied the same last index.
