@@ -136,7 +136,7 @@ fn node_config(id: u64, data_dir: PathBuf, cluster: &ClusterArgs) -> anyhow::Res
         data_dir,
         peers,
         partitions: (0..cluster.partitions).collect(),
-        replica: ReplicaConfig { log: LogConfig::default(), raft },
+        replica: ReplicaConfig::new(LogConfig::default(), raft),
         transport: TransportConfig::new(cluster.cluster_id.clone()),
     })
 }

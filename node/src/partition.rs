@@ -98,6 +98,15 @@ pub struct ReadResult {
 pub struct ReplicaConfig {
     pub log: LogConfig,
     pub raft: Arc<openraft::Config>,
+    /// Applied entries between two state machine checkpoints (a restart re-applies at most this
+    /// many entries plus the unsynced tail).
+    pub sm_checkpoint_every_entries: u64,
+}
+
+impl ReplicaConfig {
+    pub fn new(log: LogConfig, raft: Arc<openraft::Config>) -> ReplicaConfig {
+        ReplicaConfig { log, raft, sm_checkpoint_every_entries: crate::raft::state_machine::CHECKPOINT_EVERY_ENTRIES }
+    }
 }
 
 pub struct Replica {
@@ -126,7 +135,7 @@ impl Replica {
             tracing::warn!(group, ?report, "log recovered");
         }
         let log = store.shared().clone();
-        let sm = StateMachine::new(Some(log.clone()));
+        let sm = StateMachine::new(Some(log.clone()), config.sm_checkpoint_every_entries);
         let network = NetFactory { transport, group };
         let raft = Raft::new(node_id, config.raft.clone(), network, store, sm.clone())
             .await
@@ -210,10 +219,14 @@ impl Replica {
     pub fn read(&self, offset: u64, bytes_max: usize) -> Result<ReadResult, String> {
         let high_watermark = self.sm.high_watermark();
         let log = self.log.log();
-        let batches = if offset >= high_watermark {
+        // CANARY (`canary-fetch-above-high-watermark`): serves up to the log end, uncommitted
+        // entries included.
+        let limit =
+            if cfg!(feature = "canary-fetch-above-high-watermark") { log.next_offset() } else { high_watermark };
+        let batches = if offset >= limit {
             Vec::new()
         } else {
-            log.read_from_offset(offset, high_watermark, bytes_max).map_err(|e| e.to_string())?
+            log.read_from_offset(offset, limit, bytes_max).map_err(|e| e.to_string())?
         };
         Ok(ReadResult { batches, high_watermark, log_start_offset: log.start_offset() })
     }

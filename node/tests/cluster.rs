@@ -46,6 +46,7 @@ fn config(id: u64, data: &Path, peers: &BTreeMap<u64, String>) -> NodeConfig {
         replica: ReplicaConfig {
             log: LogConfig { segment_bytes_max: 4096, ..LogConfig::default() },
             raft: keel_node::raft::config(CLUSTER, timing).expect("raft config"),
+            sm_checkpoint_every_entries: 16,
         },
         transport: TransportConfig::new(CLUSTER),
     }

@@ -31,7 +31,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for FsB
         let (store, _) = LogStore::open(storage, dir.path().join("p0"), small_segments())
             .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         tokio::spawn(LogStore::run_flusher(store.shared().clone()));
-        Ok((dir, store, StateMachine::new(None)))
+        Ok((dir, store, StateMachine::new(None, 1)))
     }
 }
 
@@ -43,7 +43,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for SimBuilder {
         let (store, _) = LogStore::open(storage, "/keel/p0".into(), small_segments())
             .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         tokio::spawn(LogStore::run_flusher(store.shared().clone()));
-        Ok(((), store, StateMachine::new(None)))
+        Ok(((), store, StateMachine::new(None, 1)))
     }
 }
 

@@ -5,9 +5,12 @@
 //! and records membership; the response to a producer is the offset range its batch was given,
 //! read from the stored entry.
 //!
-//! The state machine is volatile: after a restart openraft re-applies from the log once the
-//! commit point is known again. Snapshots hold only (last applied, membership) — enough for
-//! openraft's bookkeeping. Keel keeps every log entry (no Raft-driven purge: the snapshot policy
+//! The state is checkpointed to `sm-checkpoint` (atomically) every
+//! `checkpoint_every_entries` applied entries (default [`CHECKPOINT_EVERY_ENTRIES`]), so a restart re-applies only the log tail after
+//! the checkpoint, not the whole log. A checkpoint whose last applied entry is not in the log with
+//! the same term (this replica lost an unsynced tail it had already applied) is ignored: the state
+//! is derivable from the log, so ignoring costs time, never correctness. Snapshots hold only
+//! (last applied, membership) — enough for openraft's bookkeeping. Keel keeps every log entry (no Raft-driven purge: the snapshot policy
 //! is `Never`), so a follower never needs a snapshot to catch up; retention, when it purges, must
 //! ship segments as the snapshot (docs/architecture.md).
 
@@ -37,6 +40,9 @@ use super::TypeConfig;
 use super::log_store::LogShared;
 
 const SNAPSHOT_BYTES_MAX: u64 = 1 << 20;
+/// Applied entries between two checkpoints of the state machine, by default.
+pub const CHECKPOINT_EVERY_ENTRIES: u64 = 4096;
+const CHECKPOINT_FILE: &str = "sm-checkpoint";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SmData {
@@ -49,6 +55,8 @@ struct SmData {
 struct SmInner {
     data: SmData,
     snapshot: Option<(SnapshotMetaOf<TypeConfig>, Vec<u8>)>,
+    /// Index of the last applied entry in the newest checkpoint on disk.
+    checkpointed: u64,
 }
 
 /// Cheap to clone; every clone sees the same state.
@@ -56,6 +64,8 @@ struct SmInner {
 pub struct StateMachine {
     inner: Arc<Mutex<SmInner>>,
     log: Option<Arc<LogShared>>,
+    /// Applied entries between two checkpoints.
+    checkpoint_every_entries: u64,
     /// Woken whenever the high watermark moves (long-polling readers wait on it).
     advanced: Arc<tokio::sync::Notify>,
 }
@@ -67,12 +77,36 @@ fn opts() -> impl Options {
 impl StateMachine {
     /// A state machine reading offsets from `log` (None only in storage-suite tests, where
     /// entries are not backed by a partition log).
-    pub fn new(log: Option<Arc<LogShared>>) -> StateMachine {
+    pub fn new(log: Option<Arc<LogShared>>, checkpoint_every_entries: u64) -> StateMachine {
+        let data = log.as_ref().and_then(|l| load_checkpoint(l)).unwrap_or_default();
+        let checkpointed = data.last_applied.map_or(0, |l| l.index);
         StateMachine {
-            inner: Arc::new(Mutex::new(SmInner { data: SmData::default(), snapshot: None })),
+            inner: Arc::new(Mutex::new(SmInner { data, snapshot: None, checkpointed })),
             log,
+            checkpoint_every_entries: checkpoint_every_entries.max(1),
             advanced: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Writes a checkpoint when enough entries were applied since the last one.
+    async fn maybe_checkpoint(&self) -> io::Result<()> {
+        let Some(log) = &self.log else { return Ok(()) };
+        let bytes = {
+            let g = self.inner();
+            let applied = g.data.last_applied.map_or(0, |l| l.index);
+            if applied < g.checkpointed + self.checkpoint_every_entries {
+                return Ok(());
+            }
+            let mut bytes = opts().serialize(&g.data).map_err(io::Error::other)?;
+            bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_be_bytes());
+            (bytes, applied)
+        };
+        let (storage, dir) = (log.storage.clone(), log.dir.clone());
+        let (body, applied) = bytes;
+        crate::rt::blocking(move || keel_core::storage::write_atomic(&*storage, &dir, CHECKPOINT_FILE, &body))
+            .await??;
+        self.inner().checkpointed = applied;
+        Ok(())
     }
 
     fn inner(&self) -> MutexGuard<'_, SmInner> {
@@ -101,6 +135,37 @@ impl StateMachine {
         let meta = meta.ok_or_else(|| io::Error::other(format!("applied entry {index} is not in the log")))?;
         Ok(Applied { base_offset: meta.base_offset, offset_count: meta.offset_count })
     }
+}
+
+/// The checkpoint in the partition directory, if it is intact and its last applied entry is in
+/// the log with the same term.
+fn load_checkpoint(log: &LogShared) -> Option<SmData> {
+    let path = log.dir.join(CHECKPOINT_FILE);
+    let bytes = match keel_core::storage::read_whole(&*log.storage, &path) {
+        Ok(b) => b?,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "state machine checkpoint unreadable; re-applying the log");
+            return None;
+        }
+    };
+    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+    if crc32c::crc32c(body).to_be_bytes() != crc {
+        tracing::warn!(path = %path.display(), "state machine checkpoint fails its checksum; re-applying the log");
+        return None;
+    }
+    let data: SmData = opts().deserialize(body).ok()?;
+    let last = data.last_applied?;
+    let stored = log.log().entry_meta(last.index).ok().flatten();
+    if stored.map(|m| m.term) != Some(super::term_of(&last)) {
+        tracing::warn!(
+            path = %path.display(),
+            index = last.index,
+            "state machine checkpoint is ahead of or disagrees with the log; re-applying the log"
+        );
+        return None;
+    }
+    tracing::info!(index = last.index, "state machine restored from its checkpoint");
+    Some(data)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -148,7 +213,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         self.advanced.notify_waiters();
-        Ok(())
+        self.maybe_checkpoint().await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
