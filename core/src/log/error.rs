@@ -28,6 +28,9 @@ pub enum LogError {
     TermRegressed { last: u64, got: u64 },
     #[error("offset {0} does not fit a batch's 64-bit signed baseOffset")]
     OffsetOverflow(u64),
+    /// Raft indexes stay below `i64::MAX` (openraft and on-disk relative indexes assume room).
+    #[error("raft index {0} is out of range")]
+    IndexOverflow(u64),
     /// Fail-closed: an earlier storage error stopped this log.
     #[error("log failed earlier and is closed: {0}")]
     Failed(String),

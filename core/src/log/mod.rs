@@ -420,6 +420,9 @@ impl PartitionLog {
         if !self.is_empty() && index != self.next_index() {
             return Err(LogError::NotContiguous { expected: self.next_index(), got: index });
         }
+        if i64::try_from(index).is_err() {
+            return Err(LogError::IndexOverflow(index));
+        }
         if let Some(last) = self.last_entry()
             && term < last.term
         {
@@ -573,6 +576,9 @@ impl PartitionLog {
         self.check_failed()?;
         if index < self.start_index {
             return Ok(());
+        }
+        if i64::try_from(index).is_err() {
+            return Err(LogError::IndexOverflow(index));
         }
         let r = self.purge_inner(index);
         self.guard(r)?;

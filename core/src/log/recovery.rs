@@ -157,7 +157,20 @@ pub(super) fn recover(storage: &dyn Storage, dir: &Path, config: &LogConfig) -> 
         };
         match seg {
             Some(seg) => segments.push(seg),
-            None => dir_changed = true,
+            None => {
+                dir_changed = true;
+                // The empty last segment is gone, so the one before it is the active segment now.
+                // It must be loaded as one (scanned, tail cached, indexes rebuilt), not as sealed.
+                if let Some(sealed) = segments.pop() {
+                    let base = sealed.base_index;
+                    drop(sealed);
+                    let (seg, created) = open_segment(storage, dir, base)?;
+                    dir_changed |= created;
+                    if let Some(seg) = load_last(storage, seg, segments.last(), config, &mut cache, &mut report)? {
+                        segments.push(seg);
+                    }
+                }
+            }
         }
     }
 

@@ -38,7 +38,12 @@ impl LogStart {
         let mut offset = [0u8; 8];
         index.copy_from_slice(&b[0..8]);
         offset.copy_from_slice(&b[8..16]);
-        Some(LogStart { index: u64::from_be_bytes(index), offset: u64::from_be_bytes(offset) })
+        let (index, offset) = (u64::from_be_bytes(index), u64::from_be_bytes(offset));
+        // Both must fit the signed 64-bit fields they end up in (Kafka offsets, Raft indexes).
+        if i64::try_from(index).is_err() || i64::try_from(offset).is_err() {
+            return None;
+        }
+        Some(LogStart { index, offset })
     }
 
     /// Reads `dir/log-start`; the default (0, 0) when absent; `Corrupt` when unreadable.
