@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use keel_checker::checkers::{
-    acked_not_lost, commit_monotonic, failed_not_present, offsets_unique_dense, produce_linearizable, replicas_agree,
-    single_leader_per_term,
+    acked_not_lost, commit_monotonic, failed_not_present, offsets_unique_dense, produce_linearizable,
+    read_committed_only, replicas_agree, single_leader_per_term,
 };
 use keel_checker::{
     Commit, Event, EventType, Fault, History, Leader, Op, Produce, Read, Record, Verdict, check_all, report,
@@ -23,6 +23,8 @@ const NODES: u64 = 3;
 /// Readers of node n are process `READER_BASE + n`, apart from producers and nodes.
 const READER_BASE: u64 = 100;
 const NEMESIS: u64 = 1_000_000;
+/// The consumer reading through the leader.
+const CONSUMER: u64 = 90;
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -372,5 +374,29 @@ proptest! {
         records.push(Record { offset, key: produce.key, value: produce.value });
         let history = build(events);
         assert_caught(&history, failed_not_present::check(&history), &[fail, read])?;
+    }
+
+    #[test]
+    fn a_read_of_a_record_missing_from_the_final_log_is_caught(g in valid_history(), pick: usize, past_end: bool) {
+        let mut events = g.events;
+        // A read through the leader, just before the final reads, of the final log with one
+        // record that never made it: past the end, or another value at a held offset.
+        let at = final_read(&events, 0) - 1;
+        let mut records = records_mut(&mut events[at + 1]).clone();
+        if past_end || records.is_empty() {
+            let offset = records.last().map_or(0, |r| r.offset + 1);
+            records.push(Record { offset, key: Some("k-ghost".into()), value: "v-ghost".into() });
+        } else {
+            let i = pick % records.len();
+            records[i].value = "v-ghost".into();
+        }
+        let time_ns = events[at].time_ns;
+        let invoke = Read { partition: PARTITION.into(), node: None, records: vec![], caught_up: false };
+        let done = Read { records, ..invoke.clone() };
+        events.insert(at, Event { process: CONSUMER, kind: EventType::Ok, op: Op::Read(done), time_ns });
+        events.insert(at, Event { process: CONSUMER, kind: EventType::Invoke, op: Op::Read(invoke), time_ns });
+        let planted = at + 1;
+        let history = build(events);
+        assert_caught(&history, read_committed_only::check(&history), &[planted])?;
     }
 }

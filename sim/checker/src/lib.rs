@@ -15,7 +15,8 @@
 //!   [`check_all`]:
 //!   - `acked_not_lost`: acknowledged produces are in the final reads;
 //!   - `failed_not_present`: definitely failed produces are in no read;
-//!   - `replicas_agree`: caught-up replicas hold the same log; every read agrees with it;
+//!   - `replicas_agree`: caught-up replicas hold the same log;
+//!   - `read_committed_only`: every other read returned only records of that final log;
 //!   - `offsets_unique_dense`: offsets increase within reads, are unique per ack, values read
 //!     were produced;
 //!   - `produce_linearizable`: real-time order of produces implies offset order;

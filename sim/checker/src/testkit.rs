@@ -8,6 +8,8 @@ pub(crate) const P0: &str = "p0";
 
 /// Readers use process `READER_BASE + node` so they never collide with producers.
 const READER_BASE: u64 = 1000;
+/// The consumer reading through the leader.
+const CONSUMER: u64 = 900;
 
 #[derive(Default)]
 pub(crate) struct Recorder {
@@ -64,6 +66,21 @@ impl Recorder {
         };
         self.push(READER_BASE + node, EventType::Invoke, Op::Read(invoke));
         self.push(READER_BASE + node, EventType::Ok, Op::Read(done))
+    }
+
+    /// A read through whoever leads (`node` absent, never caught up), by the consumer process;
+    /// returns the ok event's index.
+    pub(crate) fn leader_read(&mut self, records: &[(u64, &str, &str)]) -> usize {
+        let invoke = Read { partition: P0.to_owned(), node: None, records: vec![], caught_up: false };
+        let done = Read {
+            records: records
+                .iter()
+                .map(|&(offset, key, value)| Record { offset, key: Some(key.to_owned()), value: value.to_owned() })
+                .collect(),
+            ..invoke.clone()
+        };
+        self.push(CONSUMER, EventType::Invoke, Op::Read(invoke));
+        self.push(CONSUMER, EventType::Ok, Op::Read(done))
     }
 
     pub(crate) fn leader(&mut self, node: u64, term: u64) -> usize {
