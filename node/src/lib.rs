@@ -29,6 +29,10 @@ pub const CANARY: Option<&str> = if cfg!(feature = "canary-ack-before-fsync") {
     Some("ack-without-quorum")
 } else if cfg!(feature = "canary-vote-without-log-check") {
     Some("vote-without-log-check")
+} else if cfg!(feature = "canary-follower-truncates-committed") {
+    Some("follower-truncates-committed")
+} else if cfg!(feature = "canary-fetch-above-high-watermark") {
+    Some("fetch-above-high-watermark")
 } else {
     None
 };

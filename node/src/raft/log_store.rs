@@ -49,6 +49,8 @@ use crate::rt;
 /// Entries returned by one read are bounded by openraft's `max_payload_entries`; this bounds
 /// their bytes as well (at least one entry is always returned).
 const READ_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The `canary-follower-truncates-committed` build over-truncates only logs longer than this.
+const CANARY_TRUNCATE_LOG_MIN: u64 = 4;
 
 /// State shared by the log store handle, its readers, the flusher and the partition.
 pub struct LogShared {
@@ -270,7 +272,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         // Settle every queued append first, so no callback waits on bytes about to be removed.
         self.shared.sync_once().await?;
-        let from = last_log_id.map_or(0, |l| l.index + 1);
+        let mut from = last_log_id.map_or(0, |l| l.index + 1);
+        if cfg!(feature = "canary-follower-truncates-committed") && from > CANARY_TRUNCATE_LOG_MIN {
+            // CANARY: removes one entry more than openraft asked, the last one it wanted kept
+            // (possibly committed).
+            from -= 1;
+        }
         self.shared.log().truncate_from(from).map_err(io_err)?;
         Ok(())
     }

@@ -117,6 +117,8 @@ fn node_config(config: &ClusterConfig, id: u64) -> NodeConfig {
         replica: ReplicaConfig {
             log: LogConfig { segment_bytes_max: config.segment_bytes_max, ..LogConfig::default() },
             raft,
+            // Small, so that every seed restarts nodes from a checkpoint, not only from the log.
+            sm_checkpoint_every_entries: 64,
         },
         transport: TransportConfig::new("keel-sim"),
     }

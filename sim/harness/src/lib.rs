@@ -6,6 +6,9 @@
 //!
 //! Layout:
 //! - [`faults`]: fault schedules drawn from the seed (plain data; replayable).
+//! - [`failure`]: problems outside the checkers, and the kinds of a failure.
+//! - [`shrink`]: greedy, deterministic shrinking of a failing fault schedule.
+//! - [`regression`]: regression files (`sim/regressions/*.json`) and their expectations.
 //! - [`recorder`]: the history recorder (simulated time).
 //! - `cluster`: the simulated cluster — nodes, disks, crash/restart/isolate/heal (madsim only).
 //! - `workload`: producers following redirects, replica reads (madsim only).
@@ -13,8 +16,11 @@
 //!
 //! Everything that needs madsim is compiled only with `--cfg madsim`; `sim/run` builds that way.
 
+pub mod failure;
 pub mod faults;
 pub mod recorder;
+pub mod regression;
+pub mod shrink;
 
 #[cfg(madsim)]
 pub mod cluster;

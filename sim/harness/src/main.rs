@@ -1,5 +1,6 @@
 //! `keel-sim`: runs seeds of the deterministic simulation (use `sim/run`, which builds it with
-//! `--cfg madsim` and the requested canary).
+//! `--cfg madsim` and the requested canary). Three modes: run seeds (the default), shrink one
+//! failing seed's fault schedule (`--shrink`), replay the regression files (`--regressions`).
 
 #[cfg(not(madsim))]
 fn main() {
@@ -14,11 +15,19 @@ fn main() {
 
 #[cfg(madsim)]
 mod sim_main {
+    use std::path::Path;
     use std::path::PathBuf;
 
     use clap::Parser;
+    use keel_sim::failure::failure_kinds;
+    use keel_sim::faults::Scheduled;
+    use keel_sim::regression;
+    use keel_sim::regression::Expect;
+    use keel_sim::regression::Regression;
     use keel_sim::scenario;
     use keel_sim::scenario::RunOptions;
+    use keel_sim::scenario::SeedOutcome;
+    use keel_sim::shrink;
 
     #[derive(Parser, Debug)]
     #[command(name = "sim/run", about = "Keel's deterministic simulation: seeds, faults, checkers")]
@@ -42,7 +51,8 @@ mod sim_main {
         /// Concurrent producers.
         #[arg(long, default_value_t = 3)]
         producers: u64,
-        /// Replay this fault schedule (JSON, as saved on failure) instead of the seed's own.
+        /// Replay this fault schedule instead of the seed's own: a schedule as saved on failure,
+        /// or a regression file (its `schedule` is used).
         #[arg(long)]
         schedule: Option<PathBuf>,
         /// Where failing seeds' histories and schedules are written.
@@ -51,6 +61,26 @@ mod sim_main {
         /// Print the full checker report of every seed, not only failing ones.
         #[arg(long)]
         verbose: bool,
+        /// Shrink the failing `--seed`'s fault schedule to a small one that fails the same way,
+        /// and save it as a regression.
+        #[arg(long, requires = "seed")]
+        shrink: bool,
+        /// Candidate schedules `--shrink` may run at most.
+        #[arg(long, default_value_t = 300)]
+        shrink_runs: usize,
+        /// Save the run of `--seed` (or the shrunk schedule) as `<regressions-dir>/<NAME>.json`;
+        /// `--shrink` saves under `[canary-]<canary>-seed-<N>` when no name is given.
+        #[arg(long, requires = "seed")]
+        save_regression: Option<String>,
+        /// The note stored in a saved regression: what bug it protects against.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Replay every regression file and check its expectation.
+        #[arg(long, conflicts_with_all = ["seed", "seeds", "shrink"])]
+        regressions: bool,
+        /// Where regression files live.
+        #[arg(long, default_value = "sim/regressions")]
+        regressions_dir: PathBuf,
     }
 
     fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -62,6 +92,15 @@ mod sim_main {
             return Err(format!("--seeds {a}..{b} is empty"));
         }
         Ok((a, b))
+    }
+
+    /// A schedule file: a bare schedule, or a regression file.
+    fn read_schedule(p: &Path) -> Result<Vec<Scheduled>, String> {
+        let text = std::fs::read_to_string(p).map_err(|e| e.to_string())?;
+        match serde_json::from_str::<Regression>(&text) {
+            Ok(r) => Ok(r.schedule),
+            Err(_) => serde_json::from_str(&text).map_err(|e| e.to_string()),
+        }
     }
 
     pub fn main() -> i32 {
@@ -80,6 +119,70 @@ mod sim_main {
             );
             return 2;
         }
+        if args.regressions {
+            return replay_regressions(&args);
+        }
+        let schedule = match &args.schedule {
+            None => None,
+            Some(p) => match read_schedule(p) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("cannot read schedule {}: {e}", p.display());
+                    return 2;
+                }
+            },
+        };
+        if args.shrink {
+            return shrink_seed(&args, schedule);
+        }
+        run_seeds(&args, schedule)
+    }
+
+    fn options(args: &Args, schedule: Option<Vec<Scheduled>>) -> RunOptions {
+        RunOptions { workload_ms: args.workload_ms, producers: args.producers, schedule, ..RunOptions::default() }
+    }
+
+    fn canary_flag(canary: Option<&str>) -> String {
+        canary.map(|c| format!(" --canary {c}")).unwrap_or_default()
+    }
+
+    /// `seed N: ok|FAILED trace=… acked=… faults=… sim=…`.
+    fn seed_line(o: &SeedOutcome) -> String {
+        format!(
+            "seed {}: {} trace={:016x} acked={} faults={} sim={:.1}s",
+            o.seed,
+            if o.passed { "ok    " } else { "FAILED" },
+            o.trace_hash,
+            o.acked,
+            o.schedule.len(),
+            o.sim_ms as f64 / 1000.0
+        )
+    }
+
+    /// Prints a failing seed's problems and checker report, and saves its history and schedule
+    /// under `<out>/<dir_name>/`.
+    fn print_failure(o: &SeedOutcome, out: &Path, dir_name: &str) {
+        for p in &o.problems {
+            println!("  problem: {p}");
+        }
+        if let Ok(h) = keel_checker::History::from_jsonl(&o.history_jsonl) {
+            for line in keel_checker::report(&h, &o.verdicts).lines() {
+                println!("  {line}");
+            }
+        }
+        let dir = out.join(dir_name);
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let _ = std::fs::write(dir.join("history.jsonl"), &o.history_jsonl);
+            let _ = std::fs::write(dir.join("schedule.json"), scenario::schedule_json(&o.schedule));
+            println!("  history and schedule saved in {}", dir.display());
+        }
+    }
+
+    fn seed_dir(seed: u64, canary: Option<&str>) -> String {
+        format!("seed-{seed}{}", canary.map(|c| format!("-{c}")).unwrap_or_default())
+    }
+
+    fn run_seeds(args: &Args, schedule: Option<Vec<Scheduled>>) -> i32 {
         let (first, last) = match (&args.seed, &args.seeds) {
             (Some(s), _) => (*s, *s),
             (None, Some(r)) => match parse_range(r) {
@@ -91,75 +194,38 @@ mod sim_main {
             },
             (None, None) => (1, 20),
         };
-        let schedule = match &args.schedule {
-            None => None,
-            Some(p) => match std::fs::read_to_string(p)
-                .map_err(|e| e.to_string())
-                .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
-            {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    eprintln!("cannot read schedule {}: {e}", p.display());
-                    return 2;
-                }
-            },
-        };
-        let canary_flag = args.canary.as_ref().map(|c| format!(" --canary {c}")).unwrap_or_default();
+        let canary = args.canary.as_deref();
         let (mut passed, mut failed) = (0u64, 0u64);
         let started = std::time::Instant::now();
         let mut sim_ms_total = 0u64;
         for seed in first..=last {
-            let options = RunOptions {
-                workload_ms: args.workload_ms,
-                producers: args.producers,
-                schedule: schedule.clone(),
-                ..RunOptions::default()
-            };
-            let o = scenario::run_seed(seed, options);
+            let o = scenario::run_seed(seed, options(args, schedule.clone()));
             sim_ms_total += o.sim_ms;
-            let faults = o.schedule.len();
+            println!("{}", seed_line(&o));
             if o.passed {
                 passed += 1;
-                println!(
-                    "seed {seed}: ok     trace={:016x} acked={} faults={faults} sim={:.1}s",
-                    o.trace_hash,
-                    o.acked,
-                    o.sim_ms as f64 / 1000.0
-                );
+                if args.verbose
+                    && let Ok(h) = keel_checker::History::from_jsonl(&o.history_jsonl)
+                {
+                    println!("{}", keel_checker::report(&h, &o.verdicts));
+                }
             } else {
                 failed += 1;
+                print_failure(&o, &args.out, &seed_dir(seed, canary));
                 println!(
-                    "seed {seed}: FAILED trace={:016x} acked={} faults={faults} sim={:.1}s",
-                    o.trace_hash,
-                    o.acked,
-                    o.sim_ms as f64 / 1000.0
-                );
-                for p in &o.problems {
-                    println!("  problem: {p}");
-                }
-                if let Ok(h) = keel_checker::History::from_jsonl(&o.history_jsonl) {
-                    for line in keel_checker::report(&h, &o.verdicts).lines() {
-                        println!("  {line}");
-                    }
-                }
-                let dir = args
-                    .out
-                    .join(format!("seed-{seed}{}", args.canary.as_ref().map(|c| format!("-{c}")).unwrap_or_default()));
-                if std::fs::create_dir_all(&dir).is_ok() {
-                    let _ = std::fs::write(dir.join("history.jsonl"), &o.history_jsonl);
-                    let _ = std::fs::write(dir.join("schedule.json"), scenario::schedule_json(&o.schedule));
-                    println!("  history and schedule saved in {}", dir.display());
-                }
-                println!(
-                    "  replay: sim/run --seed {seed}{canary_flag} --workload-ms {} --producers {}",
-                    args.workload_ms, args.producers
+                    "  replay: sim/run --seed {seed}{} --workload-ms {} --producers {}",
+                    canary_flag(canary),
+                    args.workload_ms,
+                    args.producers
                 );
             }
-            if args.verbose
-                && o.passed
-                && let Ok(h) = keel_checker::History::from_jsonl(&o.history_jsonl)
-            {
-                println!("{}", keel_checker::report(&h, &o.verdicts));
+            if let Some(name) = &args.save_regression {
+                let expect = if o.passed { Expect::Pass } else { Expect::Fail };
+                let kinds = failure_kinds(&o.verdicts, &o.problems);
+                if let Err(e) = save_regression(args, name, o.schedule.clone(), expect, kinds.first().cloned()) {
+                    eprintln!("{e}");
+                    return 2;
+                }
             }
             if failed > 0 && args.stop_at_first_failure {
                 println!("stopped at the first failure: seed {seed} ({} seeds run)", seed - first + 1);
@@ -173,6 +239,128 @@ mod sim_main {
             wall,
             sim_ms_total as f64 / 1000.0 / wall.max(1e-9)
         );
+        println!("{passed} passed, {failed} failed");
+        if failed > 0 { 1 } else { 0 }
+    }
+
+    fn save_regression(
+        args: &Args,
+        name: &str,
+        schedule: Vec<Scheduled>,
+        expect: Expect,
+        fails_with: Option<String>,
+    ) -> Result<(), String> {
+        let r = Regression {
+            seed: args.seed.unwrap_or_default(),
+            canary: args.canary.clone(),
+            workload_ms: args.workload_ms,
+            producers: args.producers,
+            schedule,
+            expect,
+            fails_with: if expect == Expect::Fail { fails_with } else { None },
+            note: args.note.clone(),
+        };
+        let path = args.regressions_dir.join(format!("{name}.json"));
+        std::fs::create_dir_all(&args.regressions_dir)
+            .and_then(|()| std::fs::write(&path, r.to_json()))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("regression saved in {} (expect {expect:?})", path.display());
+        Ok(())
+    }
+
+    fn shrink_seed(args: &Args, schedule: Option<Vec<Scheduled>>) -> i32 {
+        let seed = args.seed.unwrap_or_default();
+        let canary = args.canary.as_deref();
+        let original = scenario::run_seed(seed, options(args, schedule));
+        println!("{}", seed_line(&original));
+        let kinds = failure_kinds(&original.verdicts, &original.problems);
+        let Some(target) = kinds.first().cloned() else {
+            println!("seed {seed} passes: nothing to shrink");
+            return 1;
+        };
+        println!("fails with {}; shrinking while it still fails with {target}", kinds.join(", "));
+        let shrunk = shrink::shrink(&original.schedule, args.shrink_runs, |candidate| {
+            let o = scenario::run_seed(seed, options(args, Some(candidate.to_vec())));
+            let kept = failure_kinds(&o.verdicts, &o.problems).contains(&target);
+            if kept {
+                println!("  kept: {} (trace={:016x})", shrink::size(candidate), o.trace_hash);
+            }
+            kept
+        });
+        println!(
+            "shrunk in {} runs ({} kept{}): original {}; shrunk {}",
+            shrunk.runs,
+            shrunk.steps,
+            if shrunk.budget_spent { ", run budget spent" } else { ", fixed point" },
+            shrink::size(&original.schedule),
+            shrink::size(&shrunk.schedule)
+        );
+        println!("minimal schedule:\n{}", scenario::schedule_json(&shrunk.schedule));
+        let last = scenario::run_seed(seed, options(args, Some(shrunk.schedule.clone())));
+        println!("{}", seed_line(&last));
+        print_failure(&last, &args.out, &format!("{}-shrunk", seed_dir(seed, canary)));
+        let name = args.save_regression.clone().unwrap_or_else(|| match canary {
+            Some(c) => format!("canary-{c}-seed-{seed}"),
+            None => format!("seed-{seed}"),
+        });
+        if let Err(e) = save_regression(args, &name, shrunk.schedule, Expect::Fail, Some(target)) {
+            eprintln!("{e}");
+            return 2;
+        }
+        println!(
+            "replay: sim/run --seed {seed}{} --workload-ms {} --producers {} --schedule {}",
+            canary_flag(canary),
+            args.workload_ms,
+            args.producers,
+            args.regressions_dir.join(format!("{name}.json")).display()
+        );
+        0
+    }
+
+    fn replay_regressions(args: &Args) -> i32 {
+        let canary = args.canary.as_deref();
+        let all = match regression::load_dir(&args.regressions_dir) {
+            Ok(all) => all,
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        };
+        let (mut passed, mut failed) = (0u64, 0u64);
+        for (name, r) in all.iter().filter(|(_, r)| r.applies_to(canary)) {
+            let opts = RunOptions {
+                workload_ms: r.workload_ms,
+                producers: r.producers,
+                schedule: Some(r.schedule.clone()),
+                ..RunOptions::default()
+            };
+            let o = scenario::run_seed(r.seed, opts);
+            let kinds = failure_kinds(&o.verdicts, &o.problems);
+            let expected = r.expected_under(canary);
+            let shown =
+                if kinds.is_empty() { "passed".to_owned() } else { format!("failed with {}", kinds.join(", ")) };
+            match r.judge(canary, &kinds) {
+                Ok(()) => {
+                    passed += 1;
+                    println!("{name}: ok     (expect {expected:?}, {shown}) trace={:016x}", o.trace_hash);
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("{name}: WRONG  {e} trace={:016x}", o.trace_hash);
+                    if !o.passed {
+                        print_failure(&o, &args.out, &format!("regression-{name}"));
+                    }
+                    println!(
+                        "  replay: sim/run --seed {}{} --workload-ms {} --producers {} --schedule {}",
+                        r.seed,
+                        canary_flag(canary),
+                        r.workload_ms,
+                        r.producers,
+                        args.regressions_dir.join(format!("{name}.json")).display()
+                    );
+                }
+            }
+        }
         println!("{passed} passed, {failed} failed");
         if failed > 0 { 1 } else { 0 }
     }

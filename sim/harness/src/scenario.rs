@@ -16,6 +16,8 @@ use madsim::runtime::Handle;
 use crate::cluster::ClusterConfig;
 use crate::cluster::SimCluster;
 use crate::cluster::node_addr;
+use crate::failure::Problem;
+use crate::failure::ProblemKind;
 use crate::faults;
 use crate::faults::Fault;
 use crate::faults::Scheduled;
@@ -48,7 +50,7 @@ pub struct SeedOutcome {
     pub trace_hash: u64,
     pub verdicts: Vec<Verdict>,
     /// Problems outside the checkers (no convergence, a malformed history).
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
     pub history_jsonl: String,
     pub schedule: Vec<Scheduled>,
     pub acked: usize,
@@ -59,6 +61,7 @@ const GROUP: u64 = 0;
 const CONTROL_ID: u64 = 900;
 const PRODUCER_BASE: u64 = 10;
 const READER_BASE: u64 = 800;
+const CONSUMER_ID: u64 = 700;
 
 /// Runs `seed` on a fresh OS thread with a fresh madsim runtime (thread-local state of std and
 /// tokio is per thread, so runs in one process do not influence each other).
@@ -81,7 +84,7 @@ pub fn run_seed(seed: u64, options: RunOptions) -> SeedOutcome {
                 passed: false,
                 trace_hash: 0,
                 verdicts: Vec::new(),
-                problems: vec![format!("the simulation panicked: {msg}")],
+                problems: vec![Problem::new(ProblemKind::Panic, format!("the simulation panicked: {msg}"))],
                 history_jsonl: String::new(),
                 schedule: Vec::new(),
                 acked: 0,
@@ -105,7 +108,7 @@ async fn scenario(seed: u64, options: RunOptions) -> SeedOutcome {
     let joined = control.spawn(async move { control_loop(handle_clone(), cl, rec, sched, opts).await }).await;
     let problems = match joined {
         Ok(p) => p,
-        Err(e) => vec![format!("control task failed: {e}")],
+        Err(e) => vec![Problem::new(ProblemKind::ControlTask, format!("control task failed: {e}"))],
     };
     finish(seed, recorder, schedule, problems)
 }
@@ -114,7 +117,7 @@ fn handle_clone() -> Handle {
     Handle::current()
 }
 
-fn finish(seed: u64, recorder: Recorder, schedule: Vec<Scheduled>, mut problems: Vec<String>) -> SeedOutcome {
+fn finish(seed: u64, recorder: Recorder, schedule: Vec<Scheduled>, mut problems: Vec<Problem>) -> SeedOutcome {
     let sim_ms = recorder.elapsed_ns() / 1_000_000;
     let events = recorder.events();
     let history = History::new(events);
@@ -128,7 +131,7 @@ fn finish(seed: u64, recorder: Recorder, schedule: Vec<Scheduled>, mut problems:
             (keel_checker::check_all(&h), h.to_jsonl(), acked)
         }
         Err(e) => {
-            problems.push(format!("malformed history: {e}"));
+            problems.push(Problem::new(ProblemKind::MalformedHistory, format!("malformed history: {e}")));
             (Vec::new(), String::new(), 0)
         }
     };
@@ -154,7 +157,7 @@ async fn control_loop(
     recorder: Recorder,
     schedule: Vec<Scheduled>,
     options: RunOptions,
-) -> Vec<String> {
+) -> Vec<Problem> {
     let nodes = cluster.node_ids();
     let admin = workload::client_transport(CONTROL_ID, &nodes, node_addr);
     madsim::time::sleep(Duration::from_millis(1500)).await;
@@ -175,6 +178,13 @@ async fn control_loop(
         producers.push(node.spawn(workload::producer(process, GROUP, ns, t, rec, deadline_ns)));
     }
 
+    let consumer = {
+        let node = handle.create_node().name("consumer").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1))).build();
+        let t = workload::client_transport(CONSUMER_ID, &nodes, node_addr);
+        let (rec, ns) = (recorder.clone(), nodes.clone());
+        node.spawn(workload::consumer(CONSUMER_ID, GROUP, ns, t, rec, deadline_ns))
+    };
+
     for s in &schedule {
         let at_ns = start_ns + s.at_ms * 1_000_000;
         let now = recorder.elapsed_ns();
@@ -188,18 +198,22 @@ async fn control_loop(
     for p in producers {
         let _ = p.await;
     }
+    let _ = consumer.await;
     cluster.heal();
     let mut problems = fault_problems;
     let (caught_up, last_seen) = converge(&admin, &nodes, &recorder, options.converge_ms_max).await;
     if !caught_up {
-        problems.push(format!(
-            "the healed cluster did not converge within {} ms of simulated time; last statuses: {last_seen}",
-            options.converge_ms_max
+        problems.push(Problem::new(
+            ProblemKind::NoConvergence,
+            format!(
+                "the healed cluster did not converge within {} ms of simulated time; last statuses: {last_seen}",
+                options.converge_ms_max
+            ),
         ));
     }
     for &n in &nodes {
         if let Err(e) = workload::read_replica(&admin, &recorder, READER_BASE + n, n, GROUP, caught_up).await {
-            problems.push(e);
+            problems.push(Problem::new(ProblemKind::FinalRead, e));
         }
     }
     problems
@@ -224,7 +238,7 @@ async fn apply_fault(
     cluster: &Arc<SimCluster>,
     admin: &keel_node::transport::Transport,
     fault: &Fault,
-) -> Option<String> {
+) -> Option<Problem> {
     let nodes = cluster.node_ids();
     let wait = |ms: u64| madsim::time::sleep(Duration::from_millis(ms));
     match fault {
@@ -288,9 +302,12 @@ async fn apply_fault(
             // failed fsync happened and the partition must have stopped.
             let status = workload::status(admin, *node, GROUP).await;
             let problem = match status {
-                Some(s) if s.failed.is_none() => Some(format!(
-                    "node {node}: an fsync failed {down_ms} ms ago but its partition is still running ({})",
-                    s.state
+                Some(s) if s.failed.is_none() => Some(Problem::new(
+                    ProblemKind::FsyncNotFailClosed,
+                    format!(
+                        "node {node}: an fsync failed {down_ms} ms ago but its partition is still running ({})",
+                        s.state
+                    ),
                 )),
                 _ => None,
             };

@@ -1,5 +1,6 @@
 //! Simulated clients: producers that append through the leader (following redirects) and record
-//! every step, and the final reader that reads each replica's committed log.
+//! every step, a consumer that keeps reading through the leader during the workload, and the
+//! final reader that reads each replica's committed log.
 //!
 //! Outcomes: an append answered `Ok` is `ok` with its offset; `NotLeader`/`Rejected` are `fail`
 //! (nothing was proposed); a timeout, a broken connection or `Unknown` is `info` — the record may
@@ -109,6 +110,90 @@ fn next_node(nodes: &[u64], current: u64) -> u64 {
     nodes[(i + 1) % nodes.len()]
 }
 
+/// Pause between a consumer's reads when it is caught up (or was refused).
+pub const CONSUMER_PAUSE: Duration = Duration::from_millis(20);
+pub const CONSUMER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Reads `group` through whoever leads (`leader_only`), incrementally from offset 0, until
+/// `deadline_ns`; every read that answers is recorded `ok` with the records it returned and
+/// `node: None` (`read_committed_only` judges them against the final log). Refusals are `fail`,
+/// timeouts `info`.
+pub async fn consumer(
+    process: u64,
+    group: u64,
+    nodes: Vec<u64>,
+    transport: Transport,
+    recorder: Recorder,
+    deadline_ns: u64,
+) {
+    let partition = partition_name(group);
+    let mut target = nodes[(process as usize) % nodes.len()];
+    let mut offset = 0u64;
+    while recorder.elapsed_ns() < deadline_ns {
+        let invoke = Read { partition: partition.clone(), node: None, records: Vec::new(), caught_up: false };
+        recorder.record(process, EventType::Invoke, Op::Read(invoke.clone()));
+        let req = client::ReadRequest { offset, bytes_max: 64 << 10, leader_only: true };
+        let resp = match encode(&req) {
+            Ok(body) => {
+                let answer = transport.call(target, group, client::KIND_READ, body, CONSUMER_READ_TIMEOUT).await;
+                answer.map_err(|e| e.to_string()).and_then(|b| decode::<client::ReadResponse>(&b))
+            }
+            Err(e) => Ok(client::ReadResponse::Error(e)),
+        };
+        match resp {
+            Ok(client::ReadResponse::Ok { batches, .. }) => match records_of(&batches) {
+                Ok((records, next)) => {
+                    let more = next > offset;
+                    offset = offset.max(next);
+                    recorder.record(process, EventType::Ok, Op::Read(Read { records, ..invoke }));
+                    if more {
+                        continue;
+                    }
+                }
+                Err(_) => recorder.record(process, EventType::Fail, Op::Read(invoke)),
+            },
+            Ok(client::ReadResponse::NotLeader { leader }) => {
+                recorder.record(process, EventType::Fail, Op::Read(invoke));
+                target = match leader {
+                    Some(l) if nodes.contains(&l) => l,
+                    _ => next_node(&nodes, target),
+                };
+            }
+            Ok(client::ReadResponse::Error(_)) => {
+                recorder.record(process, EventType::Fail, Op::Read(invoke));
+                target = next_node(&nodes, target);
+            }
+            Err(_) => {
+                recorder.record(process, EventType::Info, Op::Read(invoke));
+                target = next_node(&nodes, target);
+            }
+        }
+        madsim::time::sleep(CONSUMER_PAUSE).await;
+    }
+}
+
+/// The data records of `batches` (control batches skipped) and the offset after the last batch.
+fn records_of(batches: &[Bytes]) -> Result<(Vec<Record>, u64), String> {
+    let mut records = Vec::new();
+    let mut next = 0u64;
+    for b in batches {
+        let header = batch::BatchHeader::parse(b).map_err(|e| e.to_string())?;
+        next = header.last_offset() as u64 + 1;
+        if header.is_control() {
+            continue;
+        }
+        for r in batch::records(b).map_err(|e| e.to_string())? {
+            let text = |v: Option<Bytes>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
+            records.push(Record {
+                offset: header.base_offset as u64 + r.offset_delta as u64,
+                key: text(r.key),
+                value: text(r.value).unwrap_or_default(),
+            });
+        }
+    }
+    Ok((records, next))
+}
+
 /// One replica's status, or None when it does not answer.
 pub async fn status(transport: &Transport, node: u64, group: u64) -> Option<client::Status> {
     let body = encode(&()).ok()?;
@@ -153,21 +238,9 @@ pub async fn read_replica(
             }
             break;
         }
-        for b in &batches {
-            let header = batch::BatchHeader::parse(b).map_err(|e| e.to_string())?;
-            offset = header.last_offset() as u64 + 1;
-            if header.is_control() {
-                continue;
-            }
-            for r in batch::records(b).map_err(|e| e.to_string())? {
-                let text = |v: Option<Bytes>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
-                records.push(Record {
-                    offset: header.base_offset as u64 + r.offset_delta as u64,
-                    key: text(r.key),
-                    value: text(r.value).unwrap_or_default(),
-                });
-            }
-        }
+        let (more, next) = records_of(&batches)?;
+        records.extend(more);
+        offset = next;
         if offset >= high_watermark {
             break;
         }
