@@ -93,7 +93,8 @@ impl Default for RaftTiming {
 /// - leader restore off: a restarted leader must win a new election in a new term. Restoring
 ///   leadership in the old term would let it write new entries under log ids (term, index) that
 ///   its lost, unflushed entries already had on followers — two different entries with one log
-///   id, which breaks Raft's log matching (found by the simulation, seed 19);
+///   id, which breaks Raft's log matching (found by the simulation; pinned as
+///   `sim/regressions/bug-leader-restore.json`);
 /// - no Raft-driven snapshots or purges: the log is the data (see `state_machine`).
 pub fn config(cluster_name: &str, timing: RaftTiming) -> Result<std::sync::Arc<openraft::Config>, String> {
     let c = openraft::Config {
