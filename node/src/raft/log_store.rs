@@ -100,17 +100,23 @@ impl LogShared {
                 tokio::time::sleep(latency).await;
             }
             let storage = self.storage.clone();
-            let plan = Arc::new(plan);
-            let p = plan.clone();
-            let result = rt::blocking(move || p.execute(&*storage)).await.and_then(|r| r);
-            if let Err(e) = result {
-                let reason = format!("fsync of {} failed: {e}", self.dir.display());
-                tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition stops (fail closed)");
-                self.log().fail(reason.clone());
-                self.fail_pending(&reason);
-                return Err(io::Error::other(reason));
-            }
-            let plan = Arc::try_unwrap(plan).map_err(|_| io::Error::other("sync plan still shared"))?;
+            // The plan travels to the blocking call and back, so completing it needs no sharing.
+            let synced = rt::blocking(move || {
+                let r = plan.execute(&*storage);
+                r.map(|()| plan)
+            })
+            .await
+            .and_then(|r| r);
+            let plan = match synced {
+                Ok(plan) => plan,
+                Err(e) => {
+                    let reason = format!("fsync of {} failed: {e}", self.dir.display());
+                    tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition stops (fail closed)");
+                    self.log().fail(reason.clone());
+                    self.fail_pending(&reason);
+                    return Err(io::Error::other(reason));
+                }
+            };
             self.log().complete_sync(plan);
         }
         let done: Vec<_> = {
