@@ -16,8 +16,6 @@ use anyhow::bail;
 use bytes::Bytes;
 use clap::Parser;
 use clap::Subcommand;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use keel_core::batch;
 use keel_core::log::LogConfig;
 use keel_core::storage::fs::FsStorage;
@@ -28,7 +26,7 @@ use keel_node::partition::LogObserver;
 use keel_node::partition::ReplicaConfig;
 use keel_node::raft::network::decode;
 use keel_node::raft::network::encode;
-use keel_node::transport::Handler;
+use keel_node::transport::ClientOnly;
 use keel_node::transport::Transport;
 use keel_node::transport::TransportConfig;
 
@@ -154,14 +152,6 @@ async fn start_node(config: NodeConfig, listen: Option<String>) -> anyhow::Resul
     Ok(node)
 }
 
-struct NoHandler;
-
-impl Handler for NoHandler {
-    fn handle(&self, _: u64, _: u64, _: u8, _: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
-        async { Err("the keel CLI serves nothing".to_string()) }.boxed()
-    }
-}
-
 /// A client of the cluster, with the leader it last found per partition.
 struct Client {
     transport: Transport,
@@ -173,7 +163,7 @@ impl Client {
         let peers = parse_nodes(&cluster.nodes)?;
         // A client id far above node ids, from the process id so concurrent CLIs differ.
         let id = (1u64 << 40) + u64::from(std::process::id());
-        let transport = Transport::new(id, TransportConfig::new(cluster.cluster_id.clone()), Arc::new(NoHandler))?;
+        let transport = Transport::new(id, TransportConfig::new(cluster.cluster_id.clone()), Arc::new(ClientOnly))?;
         for (n, addr) in &peers {
             transport.set_peer_addr(*n, addr.clone());
         }

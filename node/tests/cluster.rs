@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use keel_core::batch;
 use keel_core::log::LogConfig;
 use keel_core::storage::fs::FsStorage;
@@ -22,19 +20,11 @@ use keel_node::partition::ReplicaConfig;
 use keel_node::raft::RaftTiming;
 use keel_node::raft::network::decode;
 use keel_node::raft::network::encode;
-use keel_node::transport::Handler;
+use keel_node::transport::ClientOnly;
 use keel_node::transport::Transport;
 use keel_node::transport::TransportConfig;
 
 const CLUSTER: &str = "keel-test";
-
-struct NoHandler;
-
-impl Handler for NoHandler {
-    fn handle(&self, _: u64, _: u64, _: u8, _: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
-        async { Err("client".to_string()) }.boxed()
-    }
-}
 
 fn config(id: u64, data: &Path, peers: &BTreeMap<u64, String>) -> NodeConfig {
     let timing = RaftTiming { heartbeat_ms: 50, election_timeout_min_ms: 300, election_timeout_max_ms: 600 };
@@ -154,7 +144,7 @@ async fn acknowledged_appends_survive_a_leader_stop_and_restart() {
     for &id in &nodes {
         running.insert(id, start(id, data.path(), &peers).await);
     }
-    let transport = Transport::new(1000, TransportConfig::new(CLUSTER), Arc::new(NoHandler)).unwrap();
+    let transport = Transport::new(1000, TransportConfig::new(CLUSTER), Arc::new(ClientOnly)).unwrap();
     for (id, addr) in &peers {
         transport.set_peer_addr(*id, addr.clone());
     }

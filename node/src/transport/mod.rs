@@ -123,6 +123,22 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, from: NodeId, group: u64, kind: u8, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>>;
 }
 
+/// The handler of a transport that only makes calls (a client: the CLI, the simulator's
+/// producers): it refuses every request.
+pub struct ClientOnly;
+
+impl Handler for ClientOnly {
+    fn handle(
+        &self,
+        _from: NodeId,
+        _group: u64,
+        _kind: u8,
+        _payload: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, String>> {
+        Box::pin(async { Err("this transport only makes calls; it serves nothing".to_string()) })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
     /// No connection: dial failed, backing off, or the connection closed with the call pending

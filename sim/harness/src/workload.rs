@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use keel_checker::EventType;
 use keel_checker::Op;
 use keel_checker::Produce;
@@ -21,25 +19,16 @@ use keel_core::batch;
 use keel_node::client;
 use keel_node::raft::network::decode;
 use keel_node::raft::network::encode;
-use keel_node::transport::Handler;
+use keel_node::transport::ClientOnly;
 use keel_node::transport::Transport;
 use keel_node::transport::TransportConfig;
 
 use crate::cluster::partition_name;
 use crate::recorder::Recorder;
 
-/// Clients serve no requests.
-struct NoHandler;
-
-impl Handler for NoHandler {
-    fn handle(&self, _from: u64, _group: u64, _kind: u8, _payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
-        async { Err("clients serve nothing".to_string()) }.boxed()
-    }
-}
-
 /// A client-side transport for client `id` (a process id outside the node id range).
 pub fn client_transport(id: u64, nodes: &[u64], addr: impl Fn(u64) -> String) -> Transport {
-    let t = Transport::new(id, TransportConfig::new("keel-sim"), Arc::new(NoHandler))
+    let t = Transport::new(id, TransportConfig::new("keel-sim"), Arc::new(ClientOnly))
         .unwrap_or_else(|e| panic!("the default transport config is valid: {e}"));
     for &n in nodes {
         t.set_peer_addr(n, addr(n));
