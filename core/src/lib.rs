@@ -7,10 +7,13 @@
 //!   simulated one that loses unsynced bytes, tears writes and injects EIO/ENOSPC/latency.
 //! - [`log`]: the segment log of one partition: segments of batches as Fetch serves them, sparse
 //!   offset and time indexes, offset assignment, truncation, purge, crash recovery.
+//! - [`metadata`]: the cluster metadata model (nodes, topics, partition assignments), the
+//!   commands the metadata Raft group applies to it, replica placement and topic configs.
 //!
 //! Nothing here spawns tasks, reads the clock or opens sockets: time arrives as arguments, files
 //! through [`storage::Storage`].
 
 pub mod batch;
 pub mod log;
+pub mod metadata;
 pub mod storage;

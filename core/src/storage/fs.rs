@@ -34,19 +34,11 @@ impl Storage for FsStorage {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            if !entry.file_type()?.is_file() {
-                continue;
-            }
-            // Names that are not UTF-8 are not Keel's; skip them rather than fail.
-            if let Ok(name) = entry.file_name().into_string() {
-                names.push(name);
-            }
-        }
-        names.sort();
-        Ok(names)
+        list_where(dir, |t| t.is_file())
+    }
+
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        list_where(dir, |t| t.is_dir())
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
@@ -100,6 +92,23 @@ impl StorageFile for FsFile {
     fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
+}
+
+/// Names of the entries of `dir` whose file type passes `keep`, sorted.
+fn list_where(dir: &Path, keep: impl Fn(&fs::FileType) -> bool) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if !keep(&entry.file_type()?) {
+            continue;
+        }
+        // Names that are not UTF-8 are not Keel's; skip them rather than fail.
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 #[cfg(test)]

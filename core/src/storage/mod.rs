@@ -30,6 +30,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Names (not paths) of the regular files directly in `dir`, sorted.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Names of the directories directly in `dir`, sorted.
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Opens a file for reading and writing, creating it when `create` is set (a new file's name is
     /// durable only after [`Storage::sync_dir`]). Fails with `NotFound` when absent and not `create`.
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;

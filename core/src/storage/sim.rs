@@ -224,6 +224,19 @@ impl SimStorage {
         lock(&self.inner).fail_next_sync.push(path_substring.to_string());
     }
 
+    /// Injected write and sync failures that have not fired yet.
+    pub fn pending_failures(&self) -> usize {
+        let g = lock(&self.inner);
+        g.fail_next_write.len() + g.fail_next_sync.len()
+    }
+
+    /// Disarms every injected write and sync failure that has not fired yet.
+    pub fn clear_failures(&self) {
+        let mut g = lock(&self.inner);
+        g.fail_next_write.clear();
+        g.fail_next_sync.clear();
+    }
+
     /// Successful file and directory syncs so far.
     pub fn sync_count(&self) -> u64 {
         lock(&self.inner).sync_count
@@ -376,6 +389,21 @@ impl Storage for SimStorage {
             .filter(|p| p.parent() == Some(dir))
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect())
+    }
+
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let g = lock(&self.inner);
+        if !g.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let mut names: Vec<String> = g
+            .dirs
+            .iter()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
