@@ -1,6 +1,11 @@
 //! Keel's internal client protocol: append, read and status requests over the node-to-node
 //! transport (the simulator's clients and `keel` admin commands use it; Kafka clients speak the
 //! Kafka protocol instead). Bodies are bincode; kinds are distinct from the Raft RPC kinds.
+//!
+//! Metadata requests are addressed to the metadata group ([`METADATA_GROUP`]): propose a
+//! [`Command`](keel_core::metadata::Command) (answered with a
+//! [`ProposeResponse`](crate::meta::ProposeResponse)), or read the cluster as this node knows
+//! it ([`ClusterView`]). Node-level messages (leader gossip) use [`NODE_GROUP`].
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -11,6 +16,28 @@ use crate::raft::NodeId;
 pub const KIND_APPEND: u8 = 32;
 pub const KIND_READ: u8 = 33;
 pub const KIND_STATUS: u8 = 34;
+/// Body: a bincode `Command`; answer: `ProposeResponse`. Group: [`METADATA_GROUP`].
+pub const KIND_META_PROPOSE: u8 = 40;
+/// Body: empty; answer: [`ClusterView`]. Group: [`METADATA_GROUP`].
+pub const KIND_META_READ: u8 = 41;
+/// Body: empty; answer: `ReadIndexResponse` (from the metadata leader). Group: [`METADATA_GROUP`].
+pub const KIND_META_READ_INDEX: u8 = 43;
+/// Body: a `LeaderReport`; answer: empty. Group: [`NODE_GROUP`].
+pub const KIND_LEADERS: u8 = 42;
+
+pub use keel_core::metadata::METADATA_GROUP;
+/// The group id of node-level messages (no Raft group has it).
+pub const NODE_GROUP: u64 = u64::MAX;
+
+/// The cluster as one node knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub node: NodeId,
+    pub metadata_leader: Option<NodeId>,
+    pub metadata: keel_core::metadata::MetadataState,
+    /// Partition group → its leader and epoch, as far as this node knows.
+    pub leaders: std::collections::BTreeMap<u64, crate::leaders::LeaderInfo>,
+}
 
 /// Answer to an append (the request body is the raw RecordBatch v2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,4 +86,14 @@ pub struct Status {
     pub last_log_index: Option<u64>,
     pub high_watermark: u64,
     pub failed: Option<String>,
+    /// Last log index this replica holds durably (fsynced).
+    pub durable_index: Option<u64>,
+    /// Last committed log index this replica knows of.
+    pub committed_index: Option<u64>,
+    /// Voter sets of the membership in effect: one set, or two during joint consensus.
+    pub voters: Vec<Vec<NodeId>>,
+    /// The membership in effect is committed (no change in flight).
+    pub membership_committed: bool,
+    /// The replica's Raft id (node and incarnation); a replica removed and re-created differs.
+    pub raft_id: u64,
 }

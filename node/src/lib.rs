@@ -10,15 +10,23 @@
 //!   hard state, state machine, network.
 //! - [`partition`]: one replica of one partition: append (acks=all), committed reads, observers.
 //! - [`client`]: Keel's internal client protocol (append, read, status) over the transport.
-//! - [`node`]: a node — transport, replicas, request dispatch.
+//! - [`meta`]: the metadata group — the cluster metadata model as a Raft state machine with
+//!   snapshots, bootstrapping, proposals.
+//! - [`leaders`]: who leads which partition, as this node knows it (own replicas + gossip).
+//! - [`node`]: a node — transport, metadata group, replicas, request dispatch, routed proposals.
+//! - [`reconcile`]: what a node does over time — register, reconcile replicas with the
+//!   metadata, drive reassignments, hand leadership to preferred leaders, gossip leaders.
 //!
 //! The binary (`src/main.rs`) is the `keel` command line.
 
 pub mod client;
 pub mod clock;
+pub mod leaders;
+pub mod meta;
 pub mod node;
 pub mod partition;
 pub mod raft;
+pub mod reconcile;
 pub mod rt;
 pub mod transport;
 
@@ -33,6 +41,8 @@ pub const CANARY: Option<&str> = if cfg!(feature = "canary-ack-before-fsync") {
     Some("follower-truncates-committed")
 } else if cfg!(feature = "canary-fetch-above-high-watermark") {
     Some("fetch-above-high-watermark")
+} else if cfg!(feature = "canary-reassign-drops-early") {
+    Some("reassign-drops-early")
 } else {
     None
 };

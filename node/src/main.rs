@@ -1,7 +1,8 @@
 //! `keel`: run nodes, look at them, move records in and out.
 //!
 //! Today this speaks Keel's internal client protocol (the Kafka listener arrives with the Kafka
-//! protocol work). Flags are parsed by clap, validated into `NodeConfig`, and nothing below this
+//! protocol work): topics and cluster administration go to the metadata group, records to the
+//! partition leaders. Flags are parsed by clap, validated into `NodeConfig`, and nothing below this
 //! file sees a flag.
 
 use std::collections::BTreeMap;
@@ -18,8 +19,13 @@ use clap::Parser;
 use clap::Subcommand;
 use keel_core::batch;
 use keel_core::log::LogConfig;
+use keel_core::metadata::Command as MetaCommand;
+use keel_core::metadata::MetaError;
+use keel_core::metadata::Reply;
 use keel_core::storage::fs::FsStorage;
 use keel_node::client;
+use keel_node::meta::ProposeResponse;
+use keel_node::node::ControlTiming;
 use keel_node::node::Node;
 use keel_node::node::NodeConfig;
 use keel_node::partition::LogObserver;
@@ -42,15 +48,62 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct ClusterArgs {
-    /// The cluster's nodes: `ID=HOST:PORT,...` (internal RPC addresses).
+    /// The metadata group's voters: `ID=HOST:PORT,...` (node-to-node addresses). Clients use
+    /// them to find the cluster.
     #[arg(long, env = "KEEL_NODES", default_value = DEV_NODES)]
     nodes: String,
     /// Cluster id; connections between different clusters are refused.
     #[arg(long, env = "KEEL_CLUSTER_ID", default_value = DEV_CLUSTER_ID)]
     cluster_id: String,
-    /// Partitions (Raft groups) every node replicates.
-    #[arg(long, env = "KEEL_PARTITIONS", default_value_t = 1)]
-    partitions: u64,
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Creates a topic.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Default: 3, capped by the number of nodes.
+        #[arg(long)]
+        replication_factor: Option<u16>,
+        /// `KEY=VALUE` topic settings (Kafka names), repeatable.
+        #[arg(long = "config")]
+        configs: Vec<String>,
+    },
+    /// Lists topics.
+    List,
+    /// Shows a topic's partitions, replicas and leaders.
+    Describe { name: String },
+    /// Deletes a topic and its data.
+    Delete { name: String },
+    /// Grows a topic to `--total` partitions.
+    AddPartitions {
+        name: String,
+        #[arg(long)]
+        total: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Nodes, partitions and their leaders.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Moves a partition to another replica set (the first is the preferred leader).
+    Reassign {
+        topic: String,
+        #[arg(long)]
+        partition: u32,
+        /// Comma-separated node ids.
+        #[arg(long)]
+        replicas: String,
+    },
+    /// Drains a node: its replicas move to the other nodes, then it leaves the cluster.
+    Decommission { node: u64 },
 }
 
 #[derive(Subcommand)]
@@ -64,31 +117,45 @@ enum Command {
     },
     /// Runs one node of a cluster.
     Node {
-        /// This node's id (must appear in --nodes).
+        /// This node's id.
         #[arg(long, env = "KEEL_NODE_ID")]
         id: u64,
         #[arg(long, env = "KEEL_DATA_DIR")]
         data_dir: PathBuf,
-        /// Address to listen on (default: this node's address from --nodes).
+        /// This node's node-to-node address as other nodes reach it (default: its address in
+        /// --nodes; required for a node that is not a metadata voter).
+        #[arg(long, env = "KEEL_ADDR")]
+        addr: Option<String>,
+        /// Address to listen on (default: --addr).
         #[arg(long, env = "KEEL_LISTEN")]
         listen: Option<String>,
+        /// Failure domain; replicas spread over racks.
+        #[arg(long, env = "KEEL_RACK")]
+        rack: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Shows every node's view of every partition.
-    Status {
+    /// Topic administration.
+    Topic {
         #[command(flatten)]
         cluster: ClusterArgs,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+    /// Cluster status and administration.
+    Cluster {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// Appends lines from stdin (`key:value` with --key-separator, else the line is the value).
     Produce {
         #[command(flatten)]
         cluster: ClusterArgs,
+        topic: String,
         #[arg(long, default_value_t = 0)]
-        partition: u64,
+        partition: u32,
         #[arg(long)]
         key_separator: Option<char>,
     },
@@ -96,8 +163,9 @@ enum Command {
     Consume {
         #[command(flatten)]
         cluster: ClusterArgs,
+        topic: String,
         #[arg(long, default_value_t = 0)]
-        partition: u64,
+        partition: u32,
         #[arg(long, default_value_t = 0)]
         offset: u64,
         /// Keep waiting for new records.
@@ -121,26 +189,41 @@ fn parse_nodes(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     Ok(out)
 }
 
-fn node_config(id: u64, data_dir: PathBuf, cluster: &ClusterArgs) -> anyhow::Result<NodeConfig> {
-    let peers = parse_nodes(&cluster.nodes)?;
-    if !peers.contains_key(&id) {
-        bail!("node {id} is not in --nodes {}", cluster.nodes);
-    }
-    let raft = keel_node::raft::config(&cluster.cluster_id, keel_node::raft::RaftTiming::default())
+fn node_config(
+    id: u64,
+    data_dir: PathBuf,
+    addr: Option<String>,
+    rack: Option<String>,
+    cluster: &ClusterArgs,
+) -> anyhow::Result<NodeConfig> {
+    let voters = parse_nodes(&cluster.nodes)?;
+    let addr = match addr.or_else(|| voters.get(&id).cloned()) {
+        Some(a) => a,
+        None => bail!("node {id} is not a voter in --nodes {}, so it needs --addr", cluster.nodes),
+    };
+    let timing = keel_node::raft::RaftTiming::default();
+    let raft =
+        keel_node::raft::config(&cluster.cluster_id, timing).map_err(anyhow::Error::msg).context("raft settings")?;
+    let metadata_raft = keel_node::raft::metadata_config(&cluster.cluster_id, timing)
         .map_err(anyhow::Error::msg)
         .context("raft settings")?;
     Ok(NodeConfig {
         id,
         data_dir,
-        peers,
-        partitions: (0..cluster.partitions).collect(),
+        kafka_addr: addr.clone(),
+        addr,
+        rack,
+        voters,
+        default_replication_factor: 3,
         replica: ReplicaConfig::new(LogConfig::default(), raft),
+        metadata_raft,
         transport: TransportConfig::new(cluster.cluster_id.clone()),
+        timing: ControlTiming::default(),
     })
 }
 
 async fn start_node(config: NodeConfig, listen: Option<String>) -> anyhow::Result<Arc<Node>> {
-    let addr = listen.unwrap_or_else(|| config.peers[&config.id].clone());
+    let addr = listen.unwrap_or_else(|| config.addr.clone());
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("node {} cannot listen on {addr}", config.id))?;
@@ -152,11 +235,13 @@ async fn start_node(config: NodeConfig, listen: Option<String>) -> anyhow::Resul
     Ok(node)
 }
 
-/// A client of the cluster, with the leader it last found per partition.
+/// A client of the cluster over the internal protocol.
 struct Client {
     transport: Transport,
     nodes: Vec<u64>,
 }
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Client {
     fn new(cluster: &ClusterArgs) -> anyhow::Result<Client> {
@@ -170,47 +255,91 @@ impl Client {
         Ok(Client { transport, nodes: peers.keys().copied().collect() })
     }
 
-    async fn status(&self, node: u64, partition: u64) -> anyhow::Result<client::Status> {
-        let resp = self
-            .transport
-            .call(
-                node,
-                partition,
-                client::KIND_STATUS,
-                encode(&()).map_err(anyhow::Error::msg)?,
-                Duration::from_secs(2),
-            )
-            .await?;
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        node: u64,
+        group: u64,
+        kind: u8,
+        body: Bytes,
+    ) -> anyhow::Result<T> {
+        let resp = self.transport.call(node, group, kind, body, CALL_TIMEOUT).await?;
         decode(&resp).map_err(anyhow::Error::msg)
     }
 
-    async fn leader(&self, partition: u64) -> anyhow::Result<u64> {
-        for _ in 0..50 {
-            for &n in &self.nodes {
-                if let Ok(s) = self.status(n, partition).await
-                    && let Some(l) = s.leader
-                {
-                    return Ok(l);
+    /// The cluster as the first answering node knows it; learns every node's address.
+    async fn view(&self) -> anyhow::Result<client::ClusterView> {
+        let mut last = None;
+        for &n in &self.nodes {
+            match self
+                .call::<client::ClusterView>(n, client::METADATA_GROUP, client::KIND_META_READ, Bytes::new())
+                .await
+            {
+                Ok(v) => {
+                    for info in v.metadata.nodes.values() {
+                        self.transport.set_peer_addr(info.id, info.addr.clone());
+                    }
+                    return Ok(v);
                 }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no node")))
+            .context("no node answered (is the cluster running? try `keel dev`)")
+    }
+
+    /// Proposes a metadata command through the metadata leader.
+    async fn propose(&self, cmd: &MetaCommand) -> anyhow::Result<Result<Reply, MetaError>> {
+        let body = encode(cmd).map_err(anyhow::Error::msg)?;
+        let mut target = self.view().await?.metadata_leader;
+        for attempt in 0..30 {
+            let to = target.unwrap_or(self.nodes[attempt % self.nodes.len()]);
+            match self
+                .call::<ProposeResponse>(to, client::METADATA_GROUP, client::KIND_META_PROPOSE, body.clone())
+                .await
+            {
+                Ok(ProposeResponse::Applied(r)) => return Ok(r),
+                Ok(ProposeResponse::NotLeader { leader }) => target = leader,
+                Ok(ProposeResponse::Unknown(e)) => bail!("outcome unknown (it may or may not apply): {e}"),
+                Err(_) => target = None,
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        bail!("no leader for partition {partition} (is the cluster running? try `keel dev`)")
+        bail!("no metadata leader answered")
     }
 
-    async fn append(&self, partition: u64, batch: Bytes) -> anyhow::Result<u64> {
-        let mut target = self.leader(partition).await?;
+    /// The group id of a topic's partition.
+    async fn group(&self, topic: &str, partition: u32) -> anyhow::Result<u64> {
+        let v = self.view().await?;
+        let t = v.metadata.topics.get(topic).with_context(|| format!("unknown topic '{topic}'"))?;
+        let p = t.partitions.get(partition as usize).with_context(|| {
+            format!("topic '{topic}' has {} partitions; there is no partition {partition}", t.partitions.len())
+        })?;
+        Ok(p.group)
+    }
+
+    async fn leader(&self, group: u64) -> anyhow::Result<u64> {
+        for _ in 0..50 {
+            if let Ok(v) = self.view().await
+                && let Some(l) = v.leaders.get(&group)
+            {
+                return Ok(l.leader);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("no leader for partition group {group}")
+    }
+
+    async fn append(&self, group: u64, batch: Bytes) -> anyhow::Result<u64> {
+        let mut target = self.leader(group).await?;
         for _ in 0..20 {
-            let resp = self
-                .transport
-                .call(target, partition, client::KIND_APPEND, batch.clone(), Duration::from_secs(10))
-                .await?;
+            let resp =
+                self.transport.call(target, group, client::KIND_APPEND, batch.clone(), Duration::from_secs(10)).await?;
             match decode::<client::AppendResponse>(&resp).map_err(anyhow::Error::msg)? {
                 client::AppendResponse::Ok { base_offset, .. } => return Ok(base_offset),
                 client::AppendResponse::NotLeader { leader: Some(l) } => target = l,
                 client::AppendResponse::NotLeader { leader: None } => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    target = self.leader(partition).await?;
+                    target = self.leader(group).await?;
                 }
                 client::AppendResponse::Rejected(e) => bail!("rejected: {e}"),
                 client::AppendResponse::Unknown(e) => {
@@ -218,8 +347,158 @@ impl Client {
                 }
             }
         }
-        bail!("the leader of partition {partition} kept moving")
+        bail!("the leader of partition group {group} kept moving")
     }
+}
+
+fn parse_configs(configs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    configs
+        .iter()
+        .map(|c| {
+            c.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .with_context(|| format!("--config {c:?} is not KEY=VALUE"))
+        })
+        .collect()
+}
+
+fn meta_result(r: Result<Reply, MetaError>) -> anyhow::Result<Reply> {
+    r.map_err(|e| anyhow::anyhow!("refused: {e}"))
+}
+
+fn print_topic(v: &client::ClusterView, t: &keel_core::metadata::Topic) {
+    println!(
+        "topic {} id {} partitions {} replication-factor {}",
+        t.name,
+        t.id,
+        t.partitions.len(),
+        t.replication_factor
+    );
+    for (k, val) in &t.configs {
+        println!("  config {k}={val}");
+    }
+    println!(
+        "  {:<10} {:<8} {:<8} {:<7} {:<16} {:<10}",
+        "partition", "group", "leader", "epoch", "replicas", "moving-to"
+    );
+    for (p, a) in t.partitions.iter().enumerate() {
+        let leader = v.leaders.get(&a.group);
+        println!(
+            "  {:<10} {:<8} {:<8} {:<7} {:<16} {:<10}",
+            p,
+            a.group,
+            leader.map_or("-".into(), |l| l.leader.to_string()),
+            leader.map_or("-".into(), |l| l.term.to_string()),
+            join(&a.replicas),
+            a.target.as_ref().map_or("-".into(), |t| join(t))
+        );
+    }
+}
+
+fn join(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+async fn topic_command(cluster: &ClusterArgs, command: TopicCommand) -> anyhow::Result<()> {
+    let c = Client::new(cluster)?;
+    match command {
+        TopicCommand::Create { name, partitions, replication_factor, configs } => {
+            let cmd = MetaCommand::CreateTopic {
+                name: name.clone(),
+                partitions,
+                replication_factor,
+                configs: parse_configs(&configs)?,
+            };
+            match meta_result(c.propose(&cmd).await?)? {
+                Reply::TopicCreated { id, .. } => println!("created topic {name} ({id}) with {partitions} partitions"),
+                other => println!("{other:?}"),
+            }
+        }
+        TopicCommand::List => {
+            let v = c.view().await?;
+            for t in v.metadata.topics.values() {
+                println!("{}\t{} partitions\trf {}", t.name, t.partitions.len(), t.replication_factor);
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let v = c.view().await?;
+            let t = v.metadata.topics.get(&name).with_context(|| format!("unknown topic '{name}'"))?;
+            print_topic(&v, t);
+        }
+        TopicCommand::Delete { name } => {
+            meta_result(c.propose(&MetaCommand::DeleteTopic { name: name.clone() }).await?)?;
+            println!("deleted topic {name}");
+        }
+        TopicCommand::AddPartitions { name, total } => {
+            meta_result(c.propose(&MetaCommand::CreatePartitions { name: name.clone(), total }).await?)?;
+            println!("topic {name} now has {total} partitions");
+        }
+    }
+    Ok(())
+}
+
+async fn cluster_command(cluster: &ClusterArgs, command: ClusterCommand) -> anyhow::Result<()> {
+    let c = Client::new(cluster)?;
+    match command {
+        ClusterCommand::Status { json } => {
+            let v = c.view().await?;
+            if json {
+                let nodes: Vec<_> = v.metadata.nodes.values().map(|n| serde_json::json!({"id": n.id, "addr": n.addr, "rack": n.rack, "decommissioning": n.decommissioning})).collect();
+                let partitions: Vec<_> = v
+                    .metadata
+                    .topics
+                    .values()
+                    .flat_map(|t| t.partitions.iter().enumerate().map(move |(p, a)| (t, p, a)))
+                    .map(|(t, p, a)| {
+                        let l = v.leaders.get(&a.group);
+                        serde_json::json!({"topic": t.name, "partition": p, "group": a.group, "replicas": a.replicas, "target": a.target, "leader": l.map(|l| l.leader), "epoch": l.map(|l| l.term)})
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"metadata_leader": v.metadata_leader, "nodes": nodes, "partitions": partitions})
+                    )?
+                );
+                return Ok(());
+            }
+            println!("metadata leader: {}", v.metadata_leader.map_or("-".into(), |l| l.to_string()));
+            println!("{:<6} {:<24} {:<10} {:<8} {:<8}", "node", "addr", "rack", "replicas", "leading");
+            for n in v.metadata.nodes.values() {
+                let replicas = v.metadata.hosted_by(n.id).len();
+                let leading = v.leaders.values().filter(|l| l.leader == n.id).count();
+                println!(
+                    "{:<6} {:<24} {:<10} {:<8} {:<8}{}",
+                    n.id,
+                    n.addr,
+                    n.rack.as_deref().unwrap_or("-"),
+                    replicas,
+                    leading,
+                    if n.decommissioning { "  decommissioning" } else { "" }
+                );
+            }
+            for t in v.metadata.topics.values() {
+                print_topic(&v, t);
+            }
+        }
+        ClusterCommand::Reassign { topic, partition, replicas } => {
+            let group = c.group(&topic, partition).await?;
+            let replicas: Vec<u64> = replicas
+                .split(',')
+                .map(|r| r.trim().parse::<u64>().with_context(|| format!("replica {r:?} is not a node id")))
+                .collect::<anyhow::Result<_>>()?;
+            meta_result(c.propose(&MetaCommand::Reassign { group, replicas }).await?)?;
+            println!("reassignment of {topic}/{partition} started");
+        }
+        ClusterCommand::Decommission { node } => {
+            if let Reply::Reassigning { partitions } =
+                meta_result(c.propose(&MetaCommand::Decommission { node }).await?)?
+            {
+                println!("node {node} is being decommissioned: {partitions} partition(s) moving");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -228,7 +507,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let peers = parse_nodes(&cluster.nodes)?;
             let mut nodes = Vec::new();
             for &id in peers.keys() {
-                let config = node_config(id, data_dir.join(format!("node-{id}")), &cluster)?;
+                let config = node_config(id, data_dir.join(format!("node-{id}")), None, None, &cluster)?;
                 nodes.push(start_node(config, None).await?);
             }
             println!(
@@ -243,61 +522,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Node { id, data_dir, listen, cluster } => {
-            let node = start_node(node_config(id, data_dir, &cluster)?, listen).await?;
+        Command::Node { id, data_dir, addr, listen, rack, cluster } => {
+            let node = start_node(node_config(id, data_dir, addr, rack, &cluster)?, listen).await?;
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             node.shutdown().await;
             Ok(())
         }
-        Command::Status { cluster, json } => {
+        Command::Topic { cluster, command } => topic_command(&cluster, command).await,
+        Command::Cluster { cluster, command } => cluster_command(&cluster, command).await,
+        Command::Produce { cluster, topic, partition, key_separator } => {
             let c = Client::new(&cluster)?;
-            let mut rows = Vec::new();
-            for p in 0..cluster.partitions {
-                for &n in &c.nodes {
-                    match c.status(n, p).await {
-                        Ok(s) => rows.push(Ok(s)),
-                        Err(e) => rows.push(Err((n, p, e.to_string()))),
-                    }
-                }
-            }
-            if json {
-                let v: Vec<serde_json::Value> = rows
-                    .iter()
-                    .map(|r| match r {
-                        Ok(s) => serde_json::json!({"node": s.node, "partition": s.group, "state": s.state, "term": s.term, "leader": s.leader, "applied_index": s.applied_index, "high_watermark": s.high_watermark, "failed": s.failed}),
-                        Err((n, p, e)) => serde_json::json!({"node": n, "partition": p, "error": e}),
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "{:<6} {:<10} {:<10} {:<6} {:<7} {:<9} {:<14}",
-                    "node", "partition", "state", "term", "leader", "applied", "high_watermark"
-                );
-                for r in &rows {
-                    match r {
-                        Ok(s) => println!(
-                            "{:<6} {:<10} {:<10} {:<6} {:<7} {:<9} {:<14}{}",
-                            s.node,
-                            s.group,
-                            s.state,
-                            s.term,
-                            s.leader.map_or("-".into(), |l| l.to_string()),
-                            s.applied_index.map_or("-".into(), |a| a.to_string()),
-                            s.high_watermark,
-                            s.failed.as_ref().map(|f| format!("  FAILED: {f}")).unwrap_or_default()
-                        ),
-                        Err((n, p, e)) => println!("{n:<6} {p:<10} unreachable: {e}"),
-                    }
-                }
-            }
-            if rows.iter().all(|r| r.is_err()) {
-                bail!("no node answered");
-            }
-            Ok(())
-        }
-        Command::Produce { cluster, partition, key_separator } => {
-            let c = Client::new(&cluster)?;
+            let group = c.group(&topic, partition).await?;
             let stdin = std::io::stdin();
             let mut count = 0u64;
             for line in stdin.lock().lines() {
@@ -309,32 +544,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let now = keel_node::clock::wall_clock_ms();
                 let mut b = batch::BatchBuilder::new(now);
                 b.push(now, key.as_deref().map(str::as_bytes), Some(value.as_bytes()));
-                let offset = c.append(partition, Bytes::from(b.build())).await?;
+                let offset = c.append(group, Bytes::from(b.build())).await?;
                 tracing::debug!(offset, "appended");
                 count += 1;
             }
-            eprintln!("produced {count} records to partition {partition}");
+            eprintln!("produced {count} records to {topic}/{partition}");
             Ok(())
         }
-        Command::Consume { cluster, partition, mut offset, follow } => {
+        Command::Consume { cluster, topic, partition, mut offset, follow } => {
             let c = Client::new(&cluster)?;
+            let group = c.group(&topic, partition).await?;
             let mut out = std::io::stdout().lock();
             loop {
-                let leader = c.leader(partition).await?;
+                let leader = c.leader(group).await?;
                 let req = client::ReadRequest { offset, bytes_max: 1 << 20, leader_only: true };
                 let resp = c
                     .transport
-                    .call(
-                        leader,
-                        partition,
-                        client::KIND_READ,
-                        encode(&req).map_err(anyhow::Error::msg)?,
-                        Duration::from_secs(5),
-                    )
+                    .call(leader, group, client::KIND_READ, encode(&req).map_err(anyhow::Error::msg)?, CALL_TIMEOUT)
                     .await?;
                 let (batches, hw) = match decode::<client::ReadResponse>(&resp).map_err(anyhow::Error::msg)? {
                     client::ReadResponse::Ok { batches, high_watermark, .. } => (batches, high_watermark),
-                    client::ReadResponse::NotLeader { .. } => continue,
+                    client::ReadResponse::NotLeader { .. } => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
                     client::ReadResponse::Error(e) => bail!("read failed: {e}"),
                 };
                 for b in &batches {

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use keel_core::batch;
 use keel_core::log::LogConfig;
 use keel_core::log::LogEntry;
+use keel_core::metadata::node_of;
 use keel_core::storage::Storage;
 use openraft::BasicNode;
 use openraft::ServerState;
@@ -25,6 +26,7 @@ use thiserror::Error;
 use crate::raft::Batch;
 use crate::raft::NodeId;
 use crate::raft::Raft;
+use crate::raft::Response;
 use crate::raft::log_store::LogShared;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetFactory;
@@ -35,10 +37,16 @@ use crate::transport::Transport;
 /// Things a replica reports as they happen (the simulator records them in its history; a real
 /// node logs them).
 pub trait Observer: Send + Sync + 'static {
+    /// `node` opened a replica of `group`; the answer names this replica instance in the
+    /// `applied` reports that follow (a replica removed and later re-created starts over).
+    fn opened(&self, _group: u64, _node: NodeId) -> u64 {
+        0
+    }
     /// `node` became the leader of `group` in `term`.
     fn leader(&self, group: u64, node: NodeId, term: u64);
-    /// `node` applied (so knows committed) the log of `group` up to `index`, whose term is `term`.
-    fn applied(&self, group: u64, node: NodeId, index: u64, term: u64);
+    /// Replica `instance` of `group` on `node` applied (so knows committed) the log up to
+    /// `index`, whose term is `term`.
+    fn applied(&self, group: u64, node: NodeId, instance: u64, index: u64, term: u64);
 }
 
 /// An observer that writes log lines.
@@ -48,7 +56,7 @@ impl Observer for LogObserver {
     fn leader(&self, group: u64, node: NodeId, term: u64) {
         tracing::info!(group, node, term, "became leader");
     }
-    fn applied(&self, _group: u64, _node: NodeId, _index: u64, _term: u64) {}
+    fn applied(&self, _group: u64, _node: NodeId, _instance: u64, _index: u64, _term: u64) {}
 }
 
 #[derive(Debug, Error)]
@@ -112,6 +120,9 @@ impl ReplicaConfig {
 pub struct Replica {
     pub group: u64,
     pub node_id: NodeId,
+    /// This replica's id in its Raft group: the node id plus the incarnation (see
+    /// `keel_core::metadata::raft_id`).
+    pub raft_id: u64,
     raft: Raft,
     log: Arc<LogShared>,
     sm: StateMachine,
@@ -119,9 +130,12 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Opens the log under `dir`, starts the Raft group, its flusher and its observer.
+    /// Opens the log under `dir`, starts the Raft group (as member `raft_id`), its flusher and
+    /// its observer.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         node_id: NodeId,
+        raft_id: u64,
         group: u64,
         storage: Arc<dyn Storage>,
         dir: PathBuf,
@@ -137,16 +151,28 @@ impl Replica {
         let log = store.shared().clone();
         let sm = StateMachine::new(Some(log.clone()), config.sm_checkpoint_every_entries);
         let network = NetFactory { transport, group };
-        let raft = Raft::new(node_id, config.raft.clone(), network, store, sm.clone())
+        let raft = Raft::new(raft_id, config.raft.clone(), network, store, sm.clone())
             .await
             .map_err(|e| ReplicaError::Raft { group, reason: e.to_string() })?;
         tokio::spawn(LogStore::run_flusher(log.clone()));
-        tokio::spawn(observe(raft.clone(), group, node_id, observer));
-        Ok(Arc::new(Replica { group, node_id, raft, log, sm, batch_bytes_max: config.log.batch_bytes_max }))
+        let instance = observer.opened(group, node_id);
+        tokio::spawn(observe(raft.clone(), group, node_id, raft_id, instance, observer));
+        Ok(Arc::new(Replica { group, node_id, raft_id, raft, log, sm, batch_bytes_max: config.log.batch_bytes_max }))
     }
 
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Whether this replica leads its group right now (as far as it knows).
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.state == ServerState::Leader && m.current_leader == Some(self.raft_id)
+    }
+
+    /// The node of the leader this replica knows of.
+    pub fn leader_node(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow_watched().current_leader.map(node_of)
     }
 
     /// Bootstraps a brand-new group with `members` as voters. A group that already has state
@@ -172,13 +198,16 @@ impl Replica {
             return self.canary_append_without_quorum(bytes, header.crc).await;
         }
         match self.raft.client_write(Batch(bytes)).await {
-            Ok(resp) => Ok(Appended {
-                base_offset: resp.data.base_offset,
-                offset_count: resp.data.offset_count,
-                leader_epoch: term_of(&resp.log_id),
-            }),
+            Ok(resp) => match resp.data {
+                Response::Partition(a) => Ok(Appended {
+                    base_offset: a.base_offset,
+                    offset_count: a.offset_count,
+                    leader_epoch: term_of(&resp.log_id),
+                }),
+                other => Err(AppendError::Unknown(format!("unexpected answer {other:?}"))),
+            },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(AppendError::NotLeader { leader: f.leader_id })
+                Err(AppendError::NotLeader { leader: f.leader_id.map(node_of) })
             }
             Err(e) => Err(AppendError::Unknown(e.to_string())),
         }
@@ -189,8 +218,8 @@ impl Replica {
     async fn canary_append_without_quorum(&self, bytes: Bytes, crc: u32) -> Result<Appended, AppendError> {
         let from = self.log.log().next_index();
         let leader = self.raft.metrics().borrow_watched().current_leader;
-        if leader != Some(self.node_id) {
-            return Err(AppendError::NotLeader { leader });
+        if leader != Some(self.raft_id) {
+            return Err(AppendError::NotLeader { leader: leader.map(node_of) });
         }
         self.raft.client_write_ff(Batch(bytes), None).await.map_err(|e| AppendError::Unknown(e.to_string()))?;
         for _ in 0..2000 {
@@ -235,6 +264,11 @@ impl Replica {
         self.sm.high_watermark()
     }
 
+    /// Last log index this replica holds durably (fsynced), if any.
+    pub fn durable_index(&self) -> Option<u64> {
+        self.log.log().durable_index()
+    }
+
     /// Last applied (hence committed) log index, if any.
     pub fn applied_index(&self) -> Option<u64> {
         self.sm.last_applied().map(|l| l.index)
@@ -263,7 +297,7 @@ impl Replica {
 }
 
 /// Reports leadership and applied progress as openraft's metrics change.
-async fn observe(raft: Raft, group: u64, node_id: NodeId, observer: Arc<dyn Observer>) {
+async fn observe(raft: Raft, group: u64, node_id: NodeId, raft_id: u64, instance: u64, observer: Arc<dyn Observer>) {
     let mut rx = raft.metrics();
     let mut last_leader_term = None;
     let mut last_applied = None;
@@ -271,7 +305,7 @@ async fn observe(raft: Raft, group: u64, node_id: NodeId, observer: Arc<dyn Obse
         let (leader_term, applied) = {
             let m = rx.borrow_watched();
             let leader_term =
-                (m.state == ServerState::Leader && m.current_leader == Some(node_id)).then_some(m.current_term);
+                (m.state == ServerState::Leader && m.current_leader == Some(raft_id)).then_some(m.current_term);
             (leader_term, m.last_applied)
         };
         if let Some(term) = leader_term
@@ -282,7 +316,7 @@ async fn observe(raft: Raft, group: u64, node_id: NodeId, observer: Arc<dyn Obse
         last_leader_term = leader_term;
         if applied != last_applied {
             if let Some(a) = applied {
-                observer.applied(group, node_id, a.index, term_of(&a));
+                observer.applied(group, node_id, instance, a.index, term_of(&a));
             }
             last_applied = applied;
         }

@@ -1,6 +1,7 @@
-//! A real 3-node cluster on loopback with real files (tokio, `FsStorage`): acks=all appends are
-//! dense and readable from every replica; the leader stops, a new one takes over with nothing
-//! acknowledged lost; the old leader restarts from its files and catches up.
+//! A real 3-node cluster on loopback with real files (tokio, `FsStorage`): a topic created
+//! through the metadata group; acks=all appends are dense and readable from every replica; the
+//! leader stops, a new one takes over with nothing acknowledged lost; the old leader restarts
+//! from its files and catches up.
 #![cfg(not(madsim))]
 
 use std::collections::BTreeMap;
@@ -11,8 +12,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use keel_core::batch;
 use keel_core::log::LogConfig;
+use keel_core::metadata::Command;
+use keel_core::metadata::Reply;
 use keel_core::storage::fs::FsStorage;
 use keel_node::client;
+use keel_node::node::ControlTiming;
 use keel_node::node::Node;
 use keel_node::node::NodeConfig;
 use keel_node::partition::LogObserver;
@@ -26,19 +30,27 @@ use keel_node::transport::TransportConfig;
 
 const CLUSTER: &str = "keel-test";
 
+/// The partition group of the topic the test creates first (group ids start at 1).
+const GROUP: u64 = 1;
+
 fn config(id: u64, data: &Path, peers: &BTreeMap<u64, String>) -> NodeConfig {
     let timing = RaftTiming { heartbeat_ms: 50, election_timeout_min_ms: 300, election_timeout_max_ms: 600 };
     NodeConfig {
         id,
         data_dir: data.join(format!("node-{id}")),
-        peers: peers.clone(),
-        partitions: vec![0],
+        addr: peers[&id].clone(),
+        kafka_addr: peers[&id].clone(),
+        rack: None,
+        voters: peers.clone(),
+        default_replication_factor: 3,
         replica: ReplicaConfig {
             log: LogConfig { segment_bytes_max: 4096, ..LogConfig::default() },
             raft: keel_node::raft::config(CLUSTER, timing).expect("raft config"),
             sm_checkpoint_every_entries: 16,
         },
+        metadata_raft: keel_node::raft::metadata_config(CLUSTER, timing).expect("raft config"),
         transport: TransportConfig::new(CLUSTER),
+        timing: ControlTiming { reconcile_ms: 100, gossip_ms: 100, rebalance_ms: 200, leader_settle_ms: 1000 },
     }
 }
 
@@ -53,7 +65,7 @@ struct TestClient {
 
 impl TestClient {
     async fn status(&self, node: u64) -> Option<client::Status> {
-        let r = self.transport.call(node, 0, client::KIND_STATUS, encode(&()).ok()?, Duration::from_secs(1)).await;
+        let r = self.transport.call(node, GROUP, client::KIND_STATUS, encode(&()).ok()?, Duration::from_secs(1)).await;
         decode(&r.ok()?).ok()
     }
 
@@ -78,7 +90,7 @@ impl TestClient {
         let body = Bytes::from(b.build());
         for _ in 0..50 {
             let target = self.leader(nodes).await;
-            let r = self.transport.call(target, 0, client::KIND_APPEND, body.clone(), Duration::from_secs(5)).await;
+            let r = self.transport.call(target, GROUP, client::KIND_APPEND, body.clone(), Duration::from_secs(5)).await;
             if let Ok(bytes) = r
                 && let Ok(client::AppendResponse::Ok { base_offset, .. }) = decode(&bytes)
             {
@@ -95,8 +107,10 @@ impl TestClient {
         let mut offset = 0;
         loop {
             let req = client::ReadRequest { offset, bytes_max: 1 << 20, leader_only: false };
-            let r =
-                self.transport.call(node, 0, client::KIND_READ, encode(&req).unwrap(), Duration::from_secs(5)).await;
+            let r = self
+                .transport
+                .call(node, GROUP, client::KIND_READ, encode(&req).unwrap(), Duration::from_secs(5))
+                .await;
             let Ok(client::ReadResponse::Ok { batches, high_watermark, .. }) = decode(&r.expect("read")) else {
                 panic!("read refused");
             };
@@ -131,6 +145,18 @@ impl TestClient {
     }
 }
 
+/// Waits until `node`'s copy of the metadata lists `count` registered nodes (a topic's
+/// replication factor can only be met once enough nodes registered).
+async fn wait_registered(node: &Node, count: usize) {
+    for _ in 0..200 {
+        if node.meta().sm().with_state(|s| s.nodes.len()) >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{count} nodes never registered");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -149,6 +175,11 @@ async fn acknowledged_appends_survive_a_leader_stop_and_restart() {
         transport.set_peer_addr(*id, addr.clone());
     }
     let c = TestClient { transport };
+    let create =
+        Command::CreateTopic { name: "t".into(), partitions: 1, replication_factor: Some(3), configs: BTreeMap::new() };
+    wait_registered(&running[&1], 3).await;
+    let reply = running[&1].propose(&create, Duration::from_secs(20)).await.expect("metadata answers");
+    assert!(matches!(reply, Ok(Reply::TopicCreated { ref groups, .. }) if groups == &[GROUP]), "{reply:?}");
 
     let mut acked = Vec::new();
     for i in 0..100 {

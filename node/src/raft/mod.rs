@@ -35,20 +35,29 @@ impl std::fmt::Display for Batch {
     }
 }
 
-/// What applying an entry answers: the Kafka offset range it occupies.
+/// What applying a partition entry answers: the Kafka offset range it occupies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub base_offset: u64,
     pub offset_count: u64,
 }
 
+/// What applying an entry answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A partition entry: the offsets its batch was given.
+    Partition(Applied),
+    /// A metadata command: its reply, or why it was refused (refusing changes nothing).
+    Meta(Result<keel_core::metadata::Reply, keel_core::metadata::MetaError>),
+}
+
 pub type NodeId = u64;
 
 openraft::declare_raft_types!(
-    /// Keel's Raft types for partition groups.
+    /// Keel's Raft types, for partition groups and the metadata group alike.
     pub TypeConfig:
         D = Batch,
-        R = Applied,
+        R = Response,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>,
@@ -108,5 +117,20 @@ pub fn config(cluster_name: &str, timing: RaftTiming) -> Result<std::sync::Arc<o
         max_payload_entries: 64,
         ..Default::default()
     };
+    c.validate().map(std::sync::Arc::new).map_err(|e| e.to_string())
+}
+
+/// Metadata entries between two snapshots of the metadata group.
+pub const METADATA_SNAPSHOT_EVERY_ENTRIES: u64 = 1024;
+/// Entries kept below a metadata snapshot, so a briefly lagging learner catches up from the log.
+pub const METADATA_LOG_KEPT_ENTRIES: u64 = 256;
+
+/// The openraft configuration of the metadata group: the partition settings, plus snapshots
+/// every [`METADATA_SNAPSHOT_EVERY_ENTRIES`] entries after which the log below is purged — its
+/// state is a small model, not data, so unlike a partition its log stays bounded.
+pub fn metadata_config(cluster_name: &str, timing: RaftTiming) -> Result<std::sync::Arc<openraft::Config>, String> {
+    let mut c = (*config(cluster_name, timing)?).clone();
+    c.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(METADATA_SNAPSHOT_EVERY_ENTRIES);
+    c.max_in_snapshot_log_to_keep = METADATA_LOG_KEPT_ENTRIES;
     c.validate().map(std::sync::Arc::new).map_err(|e| e.to_string())
 }

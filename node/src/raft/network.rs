@@ -25,14 +25,16 @@ use openraft::network::RPCOption;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
+use openraft::storage::RaftStateMachine;
 use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::NodeId;
-use super::Raft;
 use super::TypeConfig;
 use super::Vote;
 use crate::transport::Transport;
@@ -42,6 +44,7 @@ pub const KIND_APPEND: u8 = 1;
 pub const KIND_VOTE: u8 = 2;
 pub const KIND_PRE_VOTE: u8 = 3;
 pub const KIND_SNAPSHOT: u8 = 4;
+pub const KIND_TRANSFER_LEADER: u8 = 5;
 
 /// Largest Raft message body accepted when decoding.
 const RPC_BYTES_MAX: u64 = 64 * 1024 * 1024;
@@ -65,7 +68,7 @@ struct SnapshotReq {
     data: Vec<u8>,
 }
 
-/// Creates one network client per (partition, peer).
+/// Creates one network client per (group, peer replica).
 #[derive(Clone)]
 pub struct NetFactory {
     pub transport: Transport,
@@ -80,10 +83,13 @@ impl RaftNetworkFactory<TypeConfig> for NetFactory {
     }
 }
 
+/// A client for one peer replica. `target` is the replica's Raft id: the transport carries the
+/// call to its node (`node_of(target)`), and the body names `target`, so a replica of a newer
+/// incarnation on that node refuses what was meant for the one it replaced.
 pub struct NetClient {
     transport: Transport,
     group: u64,
-    target: NodeId,
+    target: u64,
 }
 
 fn rpc_error(e: TransportError) -> RPCError<TypeConfig> {
@@ -100,8 +106,9 @@ impl NetClient {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
-        let body = encode(req).map_err(|s| RPCError::Network(NetworkError::from_string(s)))?;
-        let resp = self.transport.call(self.target, self.group, kind, body, timeout).await.map_err(rpc_error)?;
+        let body = encode(&(self.target, req)).map_err(|s| RPCError::Network(NetworkError::from_string(s)))?;
+        let node = keel_core::metadata::node_of(self.target);
+        let resp = self.transport.call(node, self.group, kind, body, timeout).await.map_err(rpc_error)?;
         decode(&resp).map_err(|s| RPCError::Network(NetworkError::from_string(s)))
     }
 }
@@ -147,6 +154,14 @@ impl RaftNetworkV2<TypeConfig> for NetClient {
             Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
         }
     }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(KIND_TRANSFER_LEADER, &req, option.hard_ttl()).await
+    }
 }
 
 /// Rewrites a vote request so the receiver believes the candidate's log is the most up to date
@@ -162,28 +177,48 @@ fn canary_blind_vote(req: VoteRequest<TypeConfig>) -> VoteRequest<TypeConfig> {
     req
 }
 
-/// Serves one Raft RPC for the partition `raft`. `Err` is sent back as a remote error.
-pub async fn serve(raft: &Raft, kind: u8, body: &[u8]) -> Result<Bytes, String> {
+/// Serves one Raft RPC for the group `raft`, whose member id here is `local_id` (a partition
+/// replica's Raft id, or the node id for the metadata group). A request addressed to another
+/// member id — an earlier incarnation of this node's replica — is refused. `Err` is sent back as
+/// a remote error.
+pub async fn serve<SM: RaftStateMachine<TypeConfig, SnapshotData = Cursor<Vec<u8>>>>(
+    raft: &openraft::Raft<TypeConfig, SM>,
+    local_id: u64,
+    kind: u8,
+    body: &[u8],
+) -> Result<Bytes, String> {
+    fn addressed<T: DeserializeOwned>(body: &[u8], local_id: u64) -> Result<T, String> {
+        let (to, req): (u64, T) = decode(body)?;
+        if to != local_id {
+            return Err(format!("request for member {to}, but this replica is member {local_id}"));
+        }
+        Ok(req)
+    }
     match kind {
         KIND_APPEND => {
-            let req: AppendEntriesRequest<TypeConfig> = decode(body)?;
+            let req: AppendEntriesRequest<TypeConfig> = addressed(body, local_id)?;
             let resp = raft.append_entries(req).await.map_err(|e| e.to_string())?;
             encode(&resp)
         }
         KIND_VOTE => {
-            let req: VoteRequest<TypeConfig> = decode(body)?;
+            let req: VoteRequest<TypeConfig> = addressed(body, local_id)?;
             let resp = raft.vote(canary_blind_vote(req)).await.map_err(|e| e.to_string())?;
             encode(&resp)
         }
         KIND_PRE_VOTE => {
-            let req: VoteRequest<TypeConfig> = decode(body)?;
+            let req: VoteRequest<TypeConfig> = addressed(body, local_id)?;
             let resp = raft.pre_vote(canary_blind_vote(req)).await.map_err(|e| e.to_string())?;
             encode(&resp)
         }
         KIND_SNAPSHOT => {
-            let req: SnapshotReq = decode(body)?;
+            let req: SnapshotReq = addressed(body, local_id)?;
             let snap = SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> { meta: req.meta, snapshot: Cursor::new(req.data) };
             let resp = raft.install_full_snapshot(req.vote, snap).await.map_err(|e| e.to_string())?;
+            encode(&resp)
+        }
+        KIND_TRANSFER_LEADER => {
+            let req: TransferLeaderRequest<TypeConfig> = addressed(body, local_id)?;
+            let resp = raft.handle_transfer_leader(req).await.map_err(|e| e.to_string())?;
             encode(&resp)
         }
         other => Err(format!("unknown raft rpc kind {other}")),

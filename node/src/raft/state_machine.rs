@@ -35,6 +35,7 @@ use serde::Serialize;
 
 use super::Applied;
 use super::LogId;
+use super::Response;
 use super::StoredMembership;
 use super::TypeConfig;
 use super::log_store::LogShared;
@@ -209,7 +210,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             if let Some(r) = responder {
-                r.send(applied);
+                r.send(Response::Partition(applied));
             }
         }
         self.advanced.notify_waiters();

@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - [`payload`]: the typed `value` of each known operation (`produce`, `read`, `leader`,
-//!   `commit`, `fault`) and [`Op`], which keeps unknown operations verbatim.
+//!   `commit`, `fault`, `replicas`, `admin`) and [`Op`], which keeps unknown operations verbatim.
 //! - [`history`]: [`Event`], [`History`] — JSON-lines decoding (errors name the line, never
 //!   panics) and encoding, and pairing of each invoke with its completion.
 //! - [`view`]: derived views shared by checkers: produce operations with their outcome, `ok`
@@ -21,7 +21,9 @@
 //!     were produced;
 //!   - `produce_linearizable`: real-time order of produces implies offset order;
 //!   - `single_leader_per_term`: Raft Election Safety;
-//!   - `commit_monotonic`: commit indexes never go back, committed terms never conflict.
+//!   - `commit_monotonic`: commit indexes never go back, committed terms never conflict;
+//!   - `quorum_durable`: committed data is always held durably by a quorum of the partition's
+//!     voters (judged from `replicas` samples).
 
 pub mod checkers;
 pub mod history;
@@ -34,5 +36,5 @@ mod testkit;
 
 pub use checkers::check_all;
 pub use history::{Event, EventType, History, HistoryError, Operation};
-pub use payload::{Commit, Fault, Leader, Op, Produce, Read, Record};
+pub use payload::{Admin, Commit, Fault, Leader, Op, Produce, Read, Record, Replicas};
 pub use verdict::{Verdict, Violation, report};

@@ -106,6 +106,35 @@ pub struct Fault {
 
 /// An operation: its `f` and typed payload. Unknown `f` values keep their raw JSON so a history
 /// from a newer recorder still decodes (checkers that do not know them skip them).
+/// A sample of one partition's replicas, taken leader first: the leader's commit index and
+/// membership, then each voter's durably held log end. A voter missing from `durable` could not
+/// be asked (down, unreachable, not yet reopened after a restart); a `null` means the voter
+/// answered that it holds no copy of the partition at all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicas {
+    pub partition: String,
+    pub leader: u64,
+    pub term: u64,
+    /// The Raft log index the leader knows committed.
+    pub committed: u64,
+    /// Voter sets of the leader's membership: one, or two during joint consensus.
+    pub voters: Vec<Vec<u64>>,
+    /// The membership is committed (no change in flight).
+    pub membership_committed: bool,
+    /// Voter → last log index it holds durably (`null`: no copy).
+    #[serde(default)]
+    pub durable: BTreeMap<u64, Option<u64>>,
+}
+
+/// An administrative operation (topic create/delete, reassignment, ...): recorded for the
+/// timeline; no checker judges it by itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admin {
+    pub action: String,
+    #[serde(flatten)]
+    pub detail: BTreeMap<String, Value>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// `f = "produce"`.
@@ -118,6 +147,10 @@ pub enum Op {
     Commit(Commit),
     /// `f = "fault"`.
     Fault(Fault),
+    /// `f = "replicas"`.
+    Replicas(Replicas),
+    /// `f = "admin"`.
+    Admin(Admin),
     /// Any other `f`, kept verbatim.
     Other {
         /// The `f` field as recorded.
@@ -136,6 +169,8 @@ impl Op {
             Op::Leader(_) => "leader",
             Op::Commit(_) => "commit",
             Op::Fault(_) => "fault",
+            Op::Replicas(_) => "replicas",
+            Op::Admin(_) => "admin",
             Op::Other { f, .. } => f,
         }
     }
@@ -148,6 +183,8 @@ impl Op {
             "leader" => Op::Leader(serde_json::from_value(value)?),
             "commit" => Op::Commit(serde_json::from_value(value)?),
             "fault" => Op::Fault(serde_json::from_value(value)?),
+            "replicas" => Op::Replicas(serde_json::from_value(value)?),
+            "admin" => Op::Admin(serde_json::from_value(value)?),
             _ => Op::Other { f: f.to_owned(), value },
         })
     }
@@ -169,6 +206,8 @@ impl Serialize for OpValue<'_> {
             Op::Leader(l) => l.serialize(serializer),
             Op::Commit(c) => c.serialize(serializer),
             Op::Fault(x) => x.serialize(serializer),
+            Op::Replicas(x) => x.serialize(serializer),
+            Op::Admin(x) => x.serialize(serializer),
             Op::Other { value, .. } => value.serialize(serializer),
         }
     }

@@ -98,6 +98,26 @@ impl Recorder {
         self.push(0, EventType::Info, op)
     }
 
+    /// A `replicas` sample of P0: `durable` lists (voter, durable index or None for no copy).
+    pub(crate) fn replicas(
+        &mut self,
+        committed: u64,
+        voters: &[&[u64]],
+        membership_committed: bool,
+        durable: &[(u64, Option<u64>)],
+    ) -> usize {
+        let op = Op::Replicas(crate::payload::Replicas {
+            partition: P0.to_owned(),
+            leader: voters[0][0],
+            term: 1,
+            committed,
+            voters: voters.iter().map(|v| v.to_vec()).collect(),
+            membership_committed,
+            durable: durable.iter().copied().collect(),
+        });
+        self.push(0, EventType::Info, op)
+    }
+
     pub(crate) fn build(self) -> History {
         History::new(self.events).expect("test histories are well-formed")
     }

@@ -20,6 +20,7 @@ use keel_core::log::LogConfig;
 use keel_core::storage::Storage;
 use keel_core::storage::sim::SimFaults;
 use keel_core::storage::sim::SimStorage;
+use keel_node::node::ControlTiming;
 use keel_node::node::Node;
 use keel_node::node::NodeConfig;
 use keel_node::partition::Observer;
@@ -50,17 +51,29 @@ pub fn partition_name(group: u64) -> String {
 struct SimObserver {
     recorder: Recorder,
     incarnation: u64,
+    /// Replicas opened per group in this incarnation: a replica removed and re-created (moved
+    /// away and back) applies from the start again, so it reports as a new incarnation.
+    opened: Mutex<BTreeMap<u64, u64>>,
 }
 
+/// Replica instances one node incarnation may open of one group, for incarnation numbering.
+const INSTANCES_PER_INCARNATION: u64 = 1_000_000;
+
 impl Observer for SimObserver {
+    fn opened(&self, group: u64, _node: u64) -> u64 {
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        let n = opened.entry(group).or_insert(0);
+        *n += 1;
+        self.incarnation * INSTANCES_PER_INCARNATION + *n
+    }
+
     fn leader(&self, group: u64, node: u64, term: u64) {
         let op = Op::Leader(Leader { node, term, partition: partition_name(group) });
         self.recorder.record(node, EventType::Info, op);
     }
 
-    fn applied(&self, group: u64, node: u64, index: u64, term: u64) {
-        let op =
-            Op::Commit(Commit { node, incarnation: self.incarnation, partition: partition_name(group), index, term });
+    fn applied(&self, group: u64, node: u64, instance: u64, index: u64, term: u64) {
+        let op = Op::Commit(Commit { node, incarnation: instance, partition: partition_name(group), index, term });
         self.recorder.record(node, EventType::Info, op);
     }
 }
@@ -75,7 +88,6 @@ struct Slot {
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub nodes: u64,
-    pub partitions: Vec<u64>,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
     pub segment_bytes_max: u64,
@@ -87,7 +99,6 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             nodes: 3,
-            partitions: vec![0],
             heartbeat_ms: 100,
             election_timeout_ms: (500, 1000),
             segment_bytes_max: 64 * 1024,
@@ -109,18 +120,26 @@ fn node_config(config: &ClusterConfig, id: u64) -> NodeConfig {
         election_timeout_max_ms: config.election_timeout_ms.1,
     };
     let raft = keel_node::raft::config("keel-sim", timing).unwrap_or_else(|e| panic!("invalid raft config: {e}"));
+    let metadata_raft =
+        keel_node::raft::metadata_config("keel-sim", timing).unwrap_or_else(|e| panic!("invalid raft config: {e}"));
     NodeConfig {
         id,
         data_dir: PathBuf::from("/keel"),
-        peers: (1..=config.nodes).map(|n| (n, node_addr(n))).collect(),
-        partitions: config.partitions.clone(),
+        addr: node_addr(id),
+        kafka_addr: format!("{}:9092", node_ip(id)),
+        rack: None,
+        // The first three nodes vote in the metadata group; the others follow as learners.
+        voters: (1..=config.nodes.min(3)).map(|n| (n, node_addr(n))).collect(),
+        default_replication_factor: 3,
         replica: ReplicaConfig {
             log: LogConfig { segment_bytes_max: config.segment_bytes_max, ..LogConfig::default() },
             raft,
             // Small, so that every seed restarts nodes from a checkpoint, not only from the log.
             sm_checkpoint_every_entries: 64,
         },
+        metadata_raft,
         transport: TransportConfig::new("keel-sim"),
+        timing: ControlTiming::default(),
     }
 }
 
@@ -147,7 +166,8 @@ impl SimCluster {
                     let config = node_config.clone();
                     let incarnation = incarnations.fetch_add(1, Ordering::SeqCst) + 1;
                     async move {
-                        let observer = Arc::new(SimObserver { recorder: recorder.clone(), incarnation });
+                        let observer =
+                            Arc::new(SimObserver { recorder: recorder.clone(), incarnation, opened: Mutex::default() });
                         match tokio::net::TcpListener::bind(("0.0.0.0", RAFT_PORT)).await {
                             Ok(listener) => {
                                 if let Err(e) = Node::start(config, storage, listener, observer).await {
@@ -249,11 +269,19 @@ impl SimCluster {
         }
     }
 
-    /// Makes the node's next fsync fail with EIO.
-    pub fn fail_next_sync(&self, id: u64) {
+    /// Makes the node's next fsync of a file of partition `group` fail with EIO.
+    pub fn fail_next_sync(&self, id: u64, group: u64) {
         let Some(storage) = self.slots().get(&id).map(|s| s.storage.clone()) else { return };
-        storage.fail_next_sync("");
+        storage.fail_next_sync(&format!("/partitions/{group}/log/"));
         self.note("fsync-error", Some(id), BTreeMap::new());
+    }
+
+    /// Whether an injected disk failure on node `id` has yet to fire; disarms it either way.
+    pub fn take_unfired_failure(&self, id: u64) -> bool {
+        let Some(storage) = self.slots().get(&id).map(|s| s.storage.clone()) else { return false };
+        let unfired = storage.pending_failures() > 0;
+        storage.clear_failures();
+        unfired
     }
 
     pub fn is_up(&self, id: u64) -> bool {

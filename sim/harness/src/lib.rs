@@ -6,22 +6,29 @@
 //!
 //! Layout:
 //! - [`faults`]: fault schedules drawn from the seed (plain data; replayable).
+//! - [`kind`]: the shapes of a run (one partition on three nodes; a five-node cluster with an
+//!   operator creating, deleting and reassigning).
 //! - [`failure`]: problems outside the checkers, and the kinds of a failure.
 //! - [`shrink`]: greedy, deterministic shrinking of a failing fault schedule.
 //! - [`regression`]: regression files (`sim/regressions/*.json`) and their expectations.
 //! - [`recorder`]: the history recorder (simulated time).
 //! - `cluster`: the simulated cluster — nodes, disks, crash/restart/isolate/heal (madsim only).
 //! - `workload`: producers following redirects, replica reads (madsim only).
+//! - `admin`: the simulated operator (topic churn, reassignments) and the replica sampler
+//!   (madsim only).
 //! - `scenario`: one seed from start to verdict (madsim only).
 //!
 //! Everything that needs madsim is compiled only with `--cfg madsim`; `sim/run` builds that way.
 
 pub mod failure;
 pub mod faults;
+pub mod kind;
 pub mod recorder;
 pub mod regression;
 pub mod shrink;
 
+#[cfg(madsim)]
+pub mod admin;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]

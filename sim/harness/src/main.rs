@@ -208,6 +208,11 @@ mod sim_main {
                     && let Ok(h) = keel_checker::History::from_jsonl(&o.history_jsonl)
                 {
                     println!("{}", keel_checker::report(&h, &o.verdicts));
+                    let dir = args.out.join(seed_dir(seed, canary));
+                    if std::fs::create_dir_all(&dir).is_ok() {
+                        let _ = std::fs::write(dir.join("history.jsonl"), &o.history_jsonl);
+                        println!("history saved in {}", dir.join("history.jsonl").display());
+                    }
                 }
             } else {
                 failed += 1;
@@ -253,6 +258,7 @@ mod sim_main {
         let r = Regression {
             seed: args.seed.unwrap_or_default(),
             canary: args.canary.clone(),
+            kind: keel_sim::kind::ScenarioKind::for_seed(args.seed.unwrap_or_default()),
             workload_ms: args.workload_ms,
             producers: args.producers,
             schedule,
@@ -329,6 +335,7 @@ mod sim_main {
         let (mut passed, mut failed) = (0u64, 0u64);
         for (name, r) in all.iter().filter(|(_, r)| r.applies_to(canary)) {
             let opts = RunOptions {
+                kind: Some(r.kind),
                 workload_ms: r.workload_ms,
                 producers: r.producers,
                 schedule: Some(r.schedule.clone()),

@@ -32,6 +32,9 @@ pub struct Regression {
     /// The planted bug this regression was recorded with; absent for real bugs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<String>,
+    /// The shape of the run (files from before there were shapes ran `partition`).
+    #[serde(default)]
+    pub kind: crate::kind::ScenarioKind,
     pub workload_ms: u64,
     pub producers: u64,
     pub schedule: Vec<Scheduled>,
@@ -106,6 +109,7 @@ mod tests {
         Regression {
             seed: 1,
             canary: Some("ack-without-quorum".to_owned()),
+            kind: crate::kind::ScenarioKind::Partition,
             workload_ms: 20_000,
             producers: 3,
             schedule: vec![Scheduled { at_ms: 10, fault: Fault::Crash { nodes: vec![1, 2], down_ms: 400 } }],

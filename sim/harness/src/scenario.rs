@@ -13,6 +13,7 @@ use keel_checker::History;
 use keel_checker::Verdict;
 use madsim::runtime::Handle;
 
+use crate::admin;
 use crate::cluster::ClusterConfig;
 use crate::cluster::SimCluster;
 use crate::cluster::node_addr;
@@ -24,9 +25,13 @@ use crate::faults::Scheduled;
 use crate::recorder::Recorder;
 use crate::workload;
 
+pub use crate::kind::ScenarioKind;
+
 /// What to run for one seed.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// None: from the seed ([`ScenarioKind::for_seed`]).
+    pub kind: Option<ScenarioKind>,
     pub workload_ms: u64,
     pub producers: u64,
     /// None: generate from the seed.
@@ -37,7 +42,7 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { workload_ms: 20_000, producers: 3, schedule: None, converge_ms_max: 60_000 }
+        RunOptions { kind: None, workload_ms: 20_000, producers: 3, schedule: None, converge_ms_max: 60_000 }
     }
 }
 
@@ -57,11 +62,12 @@ pub struct SeedOutcome {
     pub sim_ms: u64,
 }
 
-const GROUP: u64 = 0;
 const CONTROL_ID: u64 = 900;
+const ADMIN_ID: u64 = 600;
 const PRODUCER_BASE: u64 = 10;
 const READER_BASE: u64 = 800;
 const CONSUMER_ID: u64 = 700;
+const SAMPLER_ID: u64 = 650;
 
 /// Runs `seed` on a fresh OS thread with a fresh madsim runtime (thread-local state of std and
 /// tokio is per thread, so runs in one process do not influence each other).
@@ -97,7 +103,8 @@ pub fn run_seed(seed: u64, options: RunOptions) -> SeedOutcome {
 async fn scenario(seed: u64, options: RunOptions) -> SeedOutcome {
     let handle = Handle::current();
     let recorder = Recorder::new();
-    let config = ClusterConfig::default();
+    let kind = options.kind.unwrap_or_else(|| ScenarioKind::for_seed(seed));
+    let config = ClusterConfig { nodes: kind.nodes(), ..ClusterConfig::default() };
     let cluster = SimCluster::start(seed, &config, recorder.clone());
     let schedule = options.schedule.clone().unwrap_or_else(|| {
         let sc = faults::ScheduleConfig { nodes: config.nodes, workload_ms: options.workload_ms, gap_ms: 200..1500 };
@@ -105,7 +112,8 @@ async fn scenario(seed: u64, options: RunOptions) -> SeedOutcome {
     });
     let control = handle.create_node().name("control").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1))).build();
     let (rec, cl, sched, opts) = (recorder.clone(), cluster.clone(), schedule.clone(), options.clone());
-    let joined = control.spawn(async move { control_loop(handle_clone(), cl, rec, sched, opts).await }).await;
+    let joined =
+        control.spawn(async move { control_loop(handle_clone(), seed, kind, cl, rec, sched, opts).await }).await;
     let problems = match joined {
         Ok(p) => p,
         Err(e) => vec![Problem::new(ProblemKind::ControlTask, format!("control task failed: {e}"))],
@@ -151,8 +159,11 @@ fn finish(seed: u64, recorder: Recorder, schedule: Vec<Scheduled>, mut problems:
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn control_loop(
     handle: Handle,
+    seed: u64,
+    kind: ScenarioKind,
     cluster: Arc<SimCluster>,
     recorder: Recorder,
     schedule: Vec<Scheduled>,
@@ -161,6 +172,10 @@ async fn control_loop(
     let nodes = cluster.node_ids();
     let admin = workload::client_transport(CONTROL_ID, &nodes, node_addr);
     madsim::time::sleep(Duration::from_millis(1500)).await;
+    let group = match admin::create_workload_topic(&admin, &nodes, &recorder, ADMIN_ID).await {
+        Ok(g) => g,
+        Err(e) => return vec![Problem::new(ProblemKind::NoConvergence, format!("setup: {e}"))],
+    };
 
     let mut fault_problems = Vec::new();
     let start_ns = recorder.elapsed_ns();
@@ -175,15 +190,27 @@ async fn control_loop(
             .build();
         let t = workload::client_transport(process, &nodes, node_addr);
         let (rec, ns) = (recorder.clone(), nodes.clone());
-        producers.push(node.spawn(workload::producer(process, GROUP, ns, t, rec, deadline_ns)));
+        producers.push(node.spawn(workload::producer(process, group, ns, t, rec, deadline_ns)));
     }
 
     let consumer = {
         let node = handle.create_node().name("consumer").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1))).build();
         let t = workload::client_transport(CONSUMER_ID, &nodes, node_addr);
         let (rec, ns) = (recorder.clone(), nodes.clone());
-        node.spawn(workload::consumer(CONSUMER_ID, GROUP, ns, t, rec, deadline_ns))
+        node.spawn(workload::consumer(CONSUMER_ID, group, ns, t, rec, deadline_ns))
     };
+    let sampler = {
+        let node = handle.create_node().name("sampler").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 4, 1))).build();
+        let t = workload::client_transport(SAMPLER_ID, &nodes, node_addr);
+        let (rec, ns) = (recorder.clone(), nodes.clone());
+        node.spawn(admin::sampler(group, ns, t, rec, deadline_ns))
+    };
+    let operator = (kind == ScenarioKind::Cluster).then(|| {
+        let node = handle.create_node().name("operator").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 5, 1))).build();
+        let t = workload::client_transport(ADMIN_ID, &nodes, node_addr);
+        let (rec, ns) = (recorder.clone(), nodes.clone());
+        node.spawn(admin::admin_workload(seed, ADMIN_ID, group, ns, t, rec, deadline_ns))
+    });
 
     for s in &schedule {
         let at_ns = start_ns + s.at_ms * 1_000_000;
@@ -191,7 +218,7 @@ async fn control_loop(
         if at_ns > now {
             madsim::time::sleep(Duration::from_nanos(at_ns - now)).await;
         }
-        if let Some(p) = apply_fault(&cluster, &admin, &s.fault).await {
+        if let Some(p) = apply_fault(&cluster, &admin, group, &s.fault).await {
             fault_problems.push(p);
         }
     }
@@ -199,30 +226,42 @@ async fn control_loop(
         let _ = p.await;
     }
     let _ = consumer.await;
+    let _ = sampler.await;
+    if let Some(o) = operator {
+        let _ = o.await;
+    }
     cluster.heal();
     let mut problems = fault_problems;
-    let (caught_up, last_seen) = converge(&admin, &nodes, &recorder, options.converge_ms_max).await;
-    if !caught_up {
+    let converged = converge(&admin, &nodes, group, &recorder, options.converge_ms_max).await;
+    if let Err(last_seen) = &converged {
         problems.push(Problem::new(
             ProblemKind::NoConvergence,
             format!(
-                "the healed cluster did not converge within {} ms of simulated time; last statuses: {last_seen}",
+                "the healed cluster did not converge within {} ms of simulated time; last seen: {last_seen}",
                 options.converge_ms_max
             ),
         ));
     }
-    for &n in &nodes {
-        if let Err(e) = workload::read_replica(&admin, &recorder, READER_BASE + n, n, GROUP, caught_up).await {
+    // One last sample of the settled partition.
+    if let Some(sample) = admin::sample(&admin, &nodes, group).await {
+        recorder.record(crate::cluster::NEMESIS, keel_checker::EventType::Info, keel_checker::Op::Replicas(sample));
+    }
+    let (caught_up, hosts) = match converged {
+        Ok(hosts) => (true, hosts),
+        Err(_) => (false, nodes.clone()),
+    };
+    for &n in &hosts {
+        if let Err(e) = workload::read_replica(&admin, &recorder, READER_BASE + n, n, group, caught_up).await {
             problems.push(Problem::new(ProblemKind::FinalRead, e));
         }
     }
     problems
 }
 
-async fn leader_of(admin: &keel_node::transport::Transport, nodes: &[u64]) -> Option<u64> {
+async fn leader_of(admin: &keel_node::transport::Transport, nodes: &[u64], group: u64) -> Option<u64> {
     let mut best: Option<(u64, u64)> = None;
     for &n in nodes {
-        if let Some(s) = workload::status(admin, n, GROUP).await
+        if let Some(s) = workload::status(admin, n, group).await
             && s.state == "Leader"
             && best.is_none_or(|(t, _)| s.term > t)
         {
@@ -237,6 +276,7 @@ async fn leader_of(admin: &keel_node::transport::Transport, nodes: &[u64]) -> Op
 async fn apply_fault(
     cluster: &Arc<SimCluster>,
     admin: &keel_node::transport::Transport,
+    group: u64,
     fault: &Fault,
 ) -> Option<Problem> {
     let nodes = cluster.node_ids();
@@ -252,7 +292,7 @@ async fn apply_fault(
             }
         }
         Fault::CrashLeader { down_ms } => {
-            if let Some(l) = leader_of(admin, &nodes).await {
+            if let Some(l) = leader_of(admin, &nodes, group).await {
                 cluster.crash(l);
                 wait(*down_ms).await;
                 cluster.restart(l);
@@ -264,7 +304,7 @@ async fn apply_fault(
             cluster.heal();
         }
         Fault::IsolateLeader { duration_ms } => {
-            if let Some(l) = leader_of(admin, &nodes).await {
+            if let Some(l) = leader_of(admin, &nodes, group).await {
                 cluster.isolate(l);
                 wait(*duration_ms).await;
                 cluster.heal();
@@ -284,7 +324,7 @@ async fn apply_fault(
             cluster.isolate(*node);
             wait(*isolated_ms).await;
             cluster.heal();
-            if let Some(l) = leader_of(admin, &nodes).await
+            if let Some(l) = leader_of(admin, &nodes, group).await
                 && l != *node
             {
                 cluster.crash(l);
@@ -296,13 +336,22 @@ async fn apply_fault(
             if !cluster.is_up(*node) {
                 return None;
             }
-            cluster.fail_next_sync(*node);
+            let Some(before) = workload::status(admin, *node, group).await.filter(|s| s.state != "Absent") else {
+                // The node holds no replica of the partition under load: nothing to fail.
+                return None;
+            };
+            cluster.fail_next_sync(*node, group);
             wait(*down_ms).await;
             // Under steady produce load every replica fsyncs within milliseconds, so by now the
             // failed fsync happened and the partition must have stopped.
-            let status = workload::status(admin, *node, GROUP).await;
+            let status = workload::status(admin, *node, group).await;
+            // The failure may not have fired: a replica that wrote nothing meanwhile (a lagging
+            // learner, one moved away) had nothing to fsync.
+            let fired = !cluster.take_unfired_failure(*node);
             let problem = match status {
-                Some(s) if s.failed.is_none() => Some(Problem::new(
+                // Unless the failed replica was replaced meanwhile (moved away and back: a new,
+                // empty replica of a new incarnation).
+                Some(s) if fired && s.failed.is_none() && s.raft_id == before.raft_id => Some(Problem::new(
                     ProblemKind::FsyncNotFailClosed,
                     format!(
                         "node {node}: an fsync failed {down_ms} ms ago but its partition is still running ({})",
@@ -319,55 +368,75 @@ async fn apply_fault(
     None
 }
 
-/// Waits until every node answers, one leads, and all have applied the same last index.
-/// Returns whether that happened, and the statuses last seen (for the report).
+/// Waits until the healed cluster settles: every node answers with the same metadata and no
+/// reassignment in flight, and the workload partition's replicas (per that metadata) have one
+/// leader and have all applied the same last index. Returns those replicas, or what was last
+/// seen.
 async fn converge(
     admin: &keel_node::transport::Transport,
     nodes: &[u64],
+    group: u64,
     recorder: &Recorder,
     ms_max: u64,
-) -> (bool, String) {
+) -> Result<Vec<u64>, String> {
     let deadline = recorder.elapsed_ns() + ms_max * 1_000_000;
     let mut settled_rounds = 0;
     let mut last_seen = String::new();
     while recorder.elapsed_ns() < deadline {
-        let mut statuses = BTreeMap::new();
+        let mut views = BTreeMap::new();
         for &n in nodes {
-            if let Some(s) = workload::status(admin, n, GROUP).await {
+            if let Some(v) = admin::view(admin, n).await {
+                views.insert(n, v);
+            }
+        }
+        let digests: BTreeMap<u64, (u64, u32)> =
+            views.iter().map(|(n, v)| (*n, (v.metadata.applied_index, v.metadata.digest()))).collect();
+        let metadata_agrees =
+            views.len() == nodes.len() && digests.values().all(|d| Some(d) == digests.values().next());
+        let reference = views.values().next().map(|v| v.metadata.clone());
+        let moving = reference.as_ref().is_none_or(|m| m.assignments().any(|a| a.target.is_some()));
+        let hosts: Vec<u64> =
+            reference.as_ref().and_then(|m| m.assignment(group)).map(|a| a.replicas.clone()).unwrap_or_default();
+        let mut statuses = BTreeMap::new();
+        for &n in &hosts {
+            if let Some(s) = workload::status(admin, n, group).await {
                 statuses.insert(n, s);
             }
         }
-        let all = statuses.len() == nodes.len();
+        let all = !hosts.is_empty() && statuses.len() == hosts.len();
         let leaders = statuses.values().filter(|s| s.state == "Leader").count();
         let last = statuses.values().filter_map(|s| s.last_log_index).max();
         let applied_all = statuses.values().all(|s| s.applied_index.is_some() && s.applied_index == last);
-        last_seen = statuses
-            .values()
-            .map(|s| {
-                format!(
-                    "[node {} {} term {} leader {:?} last_log {:?} applied {:?}{}]",
-                    s.node,
-                    s.state,
-                    s.term,
-                    s.leader,
-                    s.last_log_index,
-                    s.applied_index,
-                    s.failed.as_ref().map(|f| format!(" FAILED {f}")).unwrap_or_default()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        if all && leaders == 1 && applied_all {
+        last_seen = format!(
+            "metadata (applied index, digest) per node {digests:?}, reassignment in flight: {moving}; partition {group} on {hosts:?}: {}",
+            statuses
+                .values()
+                .map(|s| {
+                    format!(
+                        "[node {} {} term {} leader {:?} last_log {:?} applied {:?}{}]",
+                        s.node,
+                        s.state,
+                        s.term,
+                        s.leader,
+                        s.last_log_index,
+                        s.applied_index,
+                        s.failed.as_ref().map(|f| format!(" FAILED {f}")).unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        if metadata_agrees && !moving && all && leaders == 1 && applied_all {
             settled_rounds += 1;
             if settled_rounds >= 2 {
-                return (true, last_seen);
+                return Ok(hosts);
             }
         } else {
             settled_rounds = 0;
         }
         madsim::time::sleep(Duration::from_millis(250)).await;
     }
-    (false, last_seen)
+    Err(last_seen)
 }
 
 /// Writes a replayable schedule as JSON.

@@ -79,7 +79,9 @@ pub async fn producer(
                 }
             }
             Ok(client::AppendResponse::Rejected(_)) => {
+                // Refused, e.g. by a node whose metadata does not know the partition yet.
                 recorder.record(process, EventType::Fail, Op::Produce(produce));
+                target = next_node(&nodes, target);
                 pause_ms = 100;
             }
             Ok(client::AppendResponse::Unknown(_)) | Err(_) => {

@@ -5,6 +5,7 @@ pub mod commit_monotonic;
 pub mod failed_not_present;
 pub mod offsets_unique_dense;
 pub mod produce_linearizable;
+pub mod quorum_durable;
 pub mod read_committed_only;
 pub mod replicas_agree;
 pub mod single_leader_per_term;
@@ -16,7 +17,7 @@ use crate::verdict::Verdict;
 pub type Checker = fn(&History) -> Verdict;
 
 /// Every checker with its name, in report order.
-pub const ALL: [(&str, Checker); 8] = [
+pub const ALL: [(&str, Checker); 9] = [
     (acked_not_lost::NAME, acked_not_lost::check),
     (failed_not_present::NAME, failed_not_present::check),
     (replicas_agree::NAME, replicas_agree::check),
@@ -25,6 +26,7 @@ pub const ALL: [(&str, Checker); 8] = [
     (produce_linearizable::NAME, produce_linearizable::check),
     (single_leader_per_term::NAME, single_leader_per_term::check),
     (commit_monotonic::NAME, commit_monotonic::check),
+    (quorum_durable::NAME, quorum_durable::check),
 ];
 
 /// Runs every checker over `history`, in [`ALL`] order.
@@ -46,7 +48,7 @@ mod tests {
             assert!(verdict.ok, "{}", report(&history, std::slice::from_ref(&verdict)));
         }
         let text = report(&history, &check_all(&history));
-        assert!(text.starts_with("0 of 8 checkers failed"), "{text}");
+        assert!(text.starts_with("0 of 9 checkers failed"), "{text}");
         assert!(text.contains("faults (1):") && text.contains("\"crash\""), "{text}");
     }
 
@@ -59,7 +61,7 @@ mod tests {
         r.read(1, true, &[]);
         let history = r.build();
         let text = report(&history, &check_all(&history));
-        assert!(text.starts_with("2 of 8 checkers failed over 6 events"), "{text}");
+        assert!(text.starts_with("2 of 9 checkers failed over 6 events"), "{text}");
         assert!(text.contains("acked_not_lost           1 violation\n"), "{text}");
         assert!(text.contains("single_leader_per_term   1 violation\n"), "{text}");
         assert!(text.contains("#3 {\"process\":2,\"type\":\"info\",\"f\":\"leader\""), "{text}");

@@ -1,0 +1,425 @@
+//! What a node does over time, driven by the metadata it follows:
+//!
+//! - **register**: until the metadata lists this node with its current addresses and rack,
+//!   propose `RegisterNode`;
+//! - **reconcile**: open (and, for a brand-new partition, bootstrap) every replica the metadata
+//!   assigns here; stop and delete every replica it no longer assigns here. Idempotent and
+//!   crash-safe: it compares the metadata with what runs and what is on disk, every time, so a
+//!   node that crashed half-way converges after restart. A directory is deleted only for a group
+//!   id below the metadata's `next_group` (the group existed, and is gone or moved away), never
+//!   for one this node's copy of the metadata has not seen yet; deletion first writes a
+//!   `DELETING` marker, so a half-deleted directory is never opened as a replica;
+//! - **metadata leader duties**: keep every registered node in the metadata group (as a
+//!   learner unless it is a configured voter); remove drained, decommissioned nodes;
+//! - **partition leader duties**: drive a reassignment to its end (add the new replicas as
+//!   learners and wait until they have caught up, change the voters to the target with joint
+//!   consensus, then propose `CompleteReassignment` — only then may the old replicas delete
+//!   their copies); hand leadership to the preferred leader once it is live and caught up;
+//! - **gossip**: tell every peer which groups this node leads (see [`crate::leaders`]).
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::metadata::Command;
+use keel_core::metadata::MetadataState;
+use keel_core::metadata::PartitionAssignment;
+use keel_core::metadata::node_of;
+use openraft::BasicNode;
+use openraft::ChangeMembers;
+use openraft::ServerState;
+use openraft_rt::WatchReceiver;
+
+use crate::client;
+use crate::leaders::LeaderReport;
+use crate::node::Node;
+use crate::node::lock;
+use crate::partition::Replica;
+use crate::raft::NodeId;
+use crate::raft::network;
+
+pub(crate) const DELETING_MARKER: &str = "DELETING";
+/// Holds the Raft id (node and incarnation) of the replica whose data the directory holds.
+const REPLICA_ID_FILE: &str = "replica-id";
+/// How long a reassignment step may wait for a learner to catch up before it is retried.
+const CATCH_UP_WAIT_MS_MAX: u64 = 30_000;
+const PROPOSE_WAIT_MS: u64 = 10_000;
+
+pub(crate) fn spawn_duties(node: &Arc<Node>) {
+    tokio::spawn(register_loop(node.clone()));
+    tokio::spawn(reconcile_loop(node.clone()));
+    tokio::spawn(gossip_loop(node.clone()));
+    tokio::spawn(leader_duties_loop(node.clone()));
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// Does the metadata want `node` to host this partition?
+fn hosts(a: &PartitionAssignment, node: NodeId) -> bool {
+    if cfg!(feature = "canary-reassign-drops-early") {
+        // CANARY: only the target set hosts a partition being reassigned, so the replicas it
+        // replaces delete their copies before the new ones have caught up.
+        return a.target.as_ref().unwrap_or(&a.replicas).contains(&node);
+    }
+    a.is_hosted_by(node)
+}
+
+async fn register_loop(node: Arc<Node>) {
+    let c = &node.config;
+    let cmd = Command::RegisterNode {
+        id: c.id,
+        addr: c.addr.clone(),
+        kafka_addr: c.kafka_addr.clone(),
+        rack: c.rack.clone(),
+    };
+    while !node.is_stopped() {
+        let registered = node.meta.sm().with_state(|s| {
+            s.nodes.get(&c.id).is_some_and(|n| n.addr == c.addr && n.kafka_addr == c.kafka_addr && n.rack == c.rack)
+        });
+        if !registered {
+            match node.propose(&cmd, ms(PROPOSE_WAIT_MS)).await {
+                Ok(Ok(_)) => tracing::info!(node = c.id, "registered with the metadata group"),
+                Ok(Err(e)) => tracing::error!(node = c.id, error = %e, "registration refused"),
+                Err(e) => tracing::debug!(node = c.id, error = %e, "registration not answered yet"),
+            }
+        }
+        tokio::time::sleep(ms(c.timing.reconcile_ms)).await;
+    }
+}
+
+async fn reconcile_loop(node: Arc<Node>) {
+    while !node.is_stopped() {
+        let notified = node.meta.sm().changed().clone();
+        let wait = notified.notified();
+        node.reconcile().await;
+        let _ = tokio::time::timeout(ms(node.config.timing.reconcile_ms), wait).await;
+    }
+}
+
+impl Node {
+    fn partition_dir(&self, group: u64) -> PathBuf {
+        self.config.data_dir.join("partitions").join(group.to_string())
+    }
+
+    /// One pass of reconciliation (see the module docs).
+    pub async fn reconcile(&self) {
+        let _one = self.reconciling.lock().await;
+        // Creating or deleting a replica needs metadata at least as new as the cluster's: a
+        // restarted node's copy may start from an old snapshot, and acting on it could delete a
+        // replica the current metadata assigns here (one the partition counts as a voter).
+        // Replicas already on disk open on any copy, so a restarted node serves at once.
+        let fresh = self.metadata_fresh(ms(self.config.timing.reconcile_ms * 4)).await;
+        let state = self.meta.sm().state();
+        if state.applied_index == 0 {
+            return;
+        }
+        for n in state.nodes.values() {
+            if n.id != self.id {
+                self.transport.set_peer_addr(n.id, n.addr.clone());
+            }
+        }
+        let desired: BTreeMap<u64, &PartitionAssignment> =
+            state.assignments().filter(|a| hosts(a, self.id)).map(|a| (a.group, a)).collect();
+        for (&group, a) in &desired {
+            if self.is_stopped() {
+                return;
+            }
+            let Some(want) = a.raft_id_of(self.id) else { continue };
+            if let Some(r) = self.replica(group) {
+                // A replica of an earlier incarnation (removed, then this node added back before
+                // it was deleted) gives way to a new, empty one.
+                if r.raft_id == want || !fresh {
+                    continue;
+                }
+                self.remove_replica(group).await;
+            }
+            match self.stored_replica_id(group).await {
+                Some(id) if id != want && !fresh => continue,
+                Some(id) if id != want => {
+                    if let Err(e) = self.delete_dir(group).await {
+                        tracing::error!(node = self.id, group, error = %e, "cannot delete an earlier incarnation");
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            if !(fresh || self.holds_copy(group)) {
+                continue;
+            }
+            if let Err(e) = self.open_replica(group, a, want).await {
+                tracing::error!(node = self.id, group, error = %e, "cannot open replica");
+            }
+        }
+        if !fresh {
+            return;
+        }
+        let running = self.hosted();
+        for group in running {
+            if !desired.contains_key(&group) && group < state.next_group {
+                self.remove_replica(group).await;
+            }
+        }
+        self.remove_leftovers(&state, &desired).await;
+        self.leaders.retain(|g| state.groups.contains_key(&g));
+    }
+
+    /// The Raft id recorded in `group`'s directory, if there is one.
+    async fn stored_replica_id(&self, group: u64) -> Option<u64> {
+        let path = self.partition_dir(group).join(REPLICA_ID_FILE);
+        let storage = self.storage.clone();
+        let bytes =
+            crate::rt::blocking(move || keel_core::storage::read_whole(&*storage, &path)).await.ok()?.ok()??;
+        std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
+    }
+
+    async fn open_replica(&self, group: u64, a: &PartitionAssignment, raft_id: u64) -> Result<(), String> {
+        let dir = self.partition_dir(group);
+        let storage = self.storage.clone();
+        let marker = dir.join(DELETING_MARKER);
+        let half_deleted = storage.exists(&marker).map_err(|e| e.to_string())?;
+        if half_deleted {
+            self.delete_dir(group).await.map_err(|e| e.to_string())?;
+        }
+        if self.stored_replica_id(group).await.is_none() {
+            let (storage, dir, parent) = (self.storage.clone(), dir.clone(), self.config.data_dir.join("partitions"));
+            crate::rt::blocking(move || -> std::io::Result<()> {
+                storage.create_dir_all(&dir)?;
+                storage.sync_dir(&parent)?;
+                keel_core::storage::write_atomic(&*storage, &dir, REPLICA_ID_FILE, format!("{raft_id}\n").as_bytes())
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(|e| format!("recording the replica id: {e}"))?;
+        }
+        let replica = Replica::open(
+            self.id,
+            raft_id,
+            group,
+            self.storage.clone(),
+            dir,
+            &self.config.replica,
+            self.transport.clone(),
+            self.observer.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if a.epoch == 0 {
+            // Never reassigned: every replica bootstraps with the same voters (identical first
+            // entries), and a replica with state leaves it alone. A reassigned partition's new
+            // replicas are added by its leader instead.
+            let voters: BTreeMap<u64, BasicNode> =
+                a.replicas.iter().filter_map(|n| a.raft_id_of(*n)).map(|id| (id, BasicNode::new(""))).collect();
+            replica.initialize(voters).await.map_err(|e| e.to_string())?;
+        }
+        tracing::info!(node = self.id, group, "replica started");
+        lock(&self.replicas).insert(group, replica);
+        Ok(())
+    }
+
+    async fn remove_replica(&self, group: u64) {
+        let replica = lock(&self.replicas).remove(&group);
+        if let Some(r) = replica {
+            r.shutdown().await;
+        }
+        match self.delete_dir(group).await {
+            Ok(()) => tracing::info!(node = self.id, group, "replica removed"),
+            Err(e) => tracing::error!(node = self.id, group, error = %e, "cannot delete replica data"),
+        }
+    }
+
+    /// Deletes directories of groups that existed and are no longer assigned here (removed while
+    /// this node was down, or half-deleted by a crash).
+    async fn remove_leftovers(&self, state: &MetadataState, desired: &BTreeMap<u64, &PartitionAssignment>) {
+        let parent = self.config.data_dir.join("partitions");
+        let storage = self.storage.clone();
+        let names = match crate::rt::blocking(move || storage.list_dirs(&parent)).await {
+            Ok(Ok(names)) => names,
+            _ => return,
+        };
+        for name in names {
+            let Ok(group) = name.parse::<u64>() else { continue };
+            if group < state.next_group && !desired.contains_key(&group) && self.replica(group).is_none() {
+                self.remove_replica(group).await;
+            }
+        }
+    }
+
+    async fn delete_dir(&self, group: u64) -> std::io::Result<()> {
+        let dir = self.partition_dir(group);
+        let parent = self.config.data_dir.join("partitions");
+        let storage = self.storage.clone();
+        crate::rt::blocking(move || -> std::io::Result<()> {
+            if !storage.exists(&dir)? {
+                return Ok(());
+            }
+            keel_core::storage::write_atomic(&*storage, &dir, DELETING_MARKER, b"")?;
+            storage.remove_dir_all(&dir)?;
+            storage.sync_dir(&parent)
+        })
+        .await?
+    }
+}
+
+async fn gossip_loop(node: Arc<Node>) {
+    while !node.is_stopped() {
+        tokio::time::sleep(ms(node.config.timing.gossip_ms)).await;
+        let replicas: Vec<Arc<Replica>> = lock(&node.replicas).values().cloned().collect();
+        let mut leads = Vec::new();
+        for r in &replicas {
+            let m = r.raft().metrics().borrow_watched().clone();
+            if let Some(l) = m.current_leader {
+                node.leaders.observe(r.group, node_of(l), m.current_term);
+            }
+            if m.state == ServerState::Leader && m.current_leader == Some(r.raft_id) {
+                leads.push((r.group, m.current_term));
+            }
+        }
+        let report = LeaderReport { from: node.id, leads };
+        let Ok(body) = network::encode(&report) else { continue };
+        let peers: Vec<NodeId> =
+            node.meta.sm().with_state(|s| s.nodes.keys().copied().filter(|n| *n != node.id).collect());
+        for peer in peers {
+            let (t, body) = (node.transport.clone(), body.clone());
+            let timeout = ms(node.config.timing.gossip_ms * 2);
+            tokio::spawn(async move {
+                let _ = t.call(peer, client::NODE_GROUP, client::KIND_LEADERS, body, timeout).await;
+            });
+        }
+    }
+}
+
+async fn leader_duties_loop(node: Arc<Node>) {
+    while !node.is_stopped() {
+        tokio::time::sleep(ms(node.config.timing.rebalance_ms)).await;
+        if node.meta.is_leader() {
+            metadata_leader_duties(&node).await;
+        }
+        partition_leader_duties(&node).await;
+    }
+}
+
+/// Keeps the metadata group's membership in line with the node registry.
+async fn metadata_leader_duties(node: &Arc<Node>) {
+    let state = node.meta.sm().state();
+    let m = node.meta.raft().metrics().borrow_watched().clone();
+    let members: BTreeSet<NodeId> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
+    let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+    for id in state.nodes.keys() {
+        if !members.contains(id) {
+            match node.meta.raft().add_learner(*id, BasicNode::new(""), false).await {
+                Ok(_) => tracing::info!(node = node.id, learner = id, "node joins the metadata group as a learner"),
+                Err(e) => tracing::warn!(node = node.id, learner = id, error = %e, "cannot add metadata learner"),
+            }
+        }
+    }
+    let gone: BTreeSet<NodeId> =
+        members.iter().filter(|id| !state.nodes.contains_key(id) && !voters.contains(id)).copied().collect();
+    if !gone.is_empty()
+        && let Err(e) = node.meta.raft().change_membership(ChangeMembers::RemoveNodes(gone.clone()), false).await
+    {
+        tracing::warn!(node = node.id, ?gone, error = %e, "cannot remove metadata learners");
+    }
+    for n in state.nodes.values().filter(|n| n.decommissioning) {
+        if state.hosted_by(n.id).is_empty() && !voters.contains(&n.id) {
+            let _ = node.propose(&Command::RemoveNode { node: n.id }, ms(PROPOSE_WAIT_MS)).await;
+        }
+    }
+}
+
+/// Reassignments and preferred leadership, for the partitions this node leads.
+async fn partition_leader_duties(node: &Arc<Node>) {
+    let state = node.meta.sm().state();
+    let replicas: Vec<Arc<Replica>> = lock(&node.replicas).values().cloned().collect();
+    let now = tokio::time::Instant::now();
+    let mut leading = BTreeMap::new();
+    for r in replicas {
+        let m = r.raft().metrics().borrow_watched().clone();
+        if !(m.state == ServerState::Leader && m.current_leader == Some(r.raft_id)) {
+            continue;
+        }
+        let since = {
+            let known = lock(&node.leading_since).get(&r.group).copied();
+            match known {
+                Some((term, since)) if term == m.current_term => since,
+                _ => now,
+            }
+        };
+        leading.insert(r.group, (m.current_term, since));
+        let Some(a) = state.assignment(r.group) else { continue };
+        if let Some(target) = &a.target {
+            let target_ids: Vec<u64> = target.iter().filter_map(|n| a.raft_id_of(*n)).collect();
+            let start = lock(&node.driving).insert(r.group);
+            if start {
+                tokio::spawn(drive_reassignment(node.clone(), r.clone(), a.epoch, target_ids));
+            }
+            continue;
+        }
+        let Some(preferred) = a.replicas.first().copied().filter(|p| *p != node.id) else { continue };
+        let Some(preferred_id) = a.raft_id_of(preferred) else { continue };
+        let settled = now.duration_since(since) >= ms(node.config.timing.leader_settle_ms);
+        let live = lock(&node.heard)
+            .get(&preferred)
+            .is_some_and(|t| now.duration_since(*t) <= ms(node.config.timing.gossip_ms * 4));
+        let membership = m.membership_config.membership();
+        let is_voter = membership.get_joint_config().len() == 1 && membership.voter_ids().any(|v| v == preferred_id);
+        let caught_up = m
+            .replication
+            .as_ref()
+            .and_then(|rep| rep.get(&preferred_id).cloned().flatten())
+            .is_some_and(|matched| Some(matched.index) == m.last_log_index);
+        if settled && live && is_voter && caught_up {
+            tracing::info!(
+                node = node.id,
+                group = r.group,
+                to = preferred,
+                "handing leadership to the preferred leader"
+            );
+            let _ = r.raft().trigger().transfer_leader(preferred_id).await;
+        }
+    }
+    *lock(&node.leading_since) = leading;
+}
+
+/// Moves a partition to its target replica set, given as Raft ids (see the module docs).
+/// Retried from the next duties pass if any step fails.
+async fn drive_reassignment(node: Arc<Node>, replica: Arc<Replica>, epoch: u64, target: Vec<u64>) {
+    let group = replica.group;
+    let result = reassign_steps(&node, &replica, epoch, &target).await;
+    match &result {
+        Ok(()) => tracing::info!(node = node.id, group, ?target, "reassignment complete"),
+        Err(e) => tracing::warn!(node = node.id, group, ?target, error = %e, "reassignment step failed; will retry"),
+    }
+    lock(&node.driving).remove(&group);
+}
+
+async fn reassign_steps(node: &Node, replica: &Replica, epoch: u64, target: &[u64]) -> Result<(), String> {
+    let raft = replica.raft();
+    let target_set: BTreeSet<u64> = target.iter().copied().collect();
+    let m = raft.metrics().borrow_watched().clone();
+    let membership = m.membership_config.membership();
+    let done =
+        membership.get_joint_config().len() == 1 && membership.voter_ids().collect::<BTreeSet<_>>() == target_set;
+    if !done {
+        let members: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
+        for &n in target.iter().filter(|n| !members.contains(n)) {
+            // Blocking: returns once the learner has caught up with the leader's log.
+            let add = raft.add_learner(n, BasicNode::new(""), true);
+            match tokio::time::timeout(ms(CATCH_UP_WAIT_MS_MAX), add).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("add learner {n}: {e}")),
+                Err(_) => return Err(format!("learner {n} did not catch up within {CATCH_UP_WAIT_MS_MAX} ms")),
+            }
+        }
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(target_set), false)
+            .await
+            .map_err(|e| format!("change membership: {e}"))?;
+    }
+    match node.propose(&Command::CompleteReassignment { group: replica.group, epoch }, ms(PROPOSE_WAIT_MS)).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("complete reassignment: {e}")),
+    }
+}
