@@ -4,6 +4,9 @@
 //! frame's `group` field names the partition and `kind` the RPC. Bodies are bincode-encoded
 //! openraft messages. The server side ([`serve`]) decodes, hands the request to the partition's
 //! `Raft`, and encodes the answer. Decoding never panics: a bad body is an error answer.
+//!
+//! Heartbeats (AppendEntries without entries) go through the transport's heartbeat batcher when
+//! one is enabled (see [`super::heartbeat`]): one frame per peer carries many groups' heartbeats.
 
 use std::io::Cursor;
 use std::time::Duration;
@@ -35,6 +38,7 @@ use super::NodeId;
 use super::Raft;
 use super::TypeConfig;
 use super::Vote;
+use super::heartbeat;
 use crate::transport::Transport;
 use crate::transport::TransportError;
 
@@ -42,6 +46,7 @@ pub const KIND_APPEND: u8 = 1;
 pub const KIND_VOTE: u8 = 2;
 pub const KIND_PRE_VOTE: u8 = 3;
 pub const KIND_SNAPSHOT: u8 = 4;
+// 5 is `heartbeat::KIND_HEARTBEAT_BATCH`.
 
 /// Largest Raft message body accepted when decoding.
 const RPC_BYTES_MAX: u64 = 64 * 1024 * 1024;
@@ -114,6 +119,14 @@ impl RaftNetworkV2<TypeConfig> for NetClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        if rpc.entries.is_empty()
+            && let Some(batcher) = heartbeat::batcher(&self.transport)
+        {
+            return batcher
+                .send(&self.transport, self.target, self.group, rpc, option.hard_ttl())
+                .await
+                .map_err(rpc_error);
+        }
         self.call(KIND_APPEND, &rpc, option.hard_ttl()).await
     }
 
