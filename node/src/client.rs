@@ -25,9 +25,9 @@ pub const KIND_META_READ_INDEX: u8 = 43;
 /// Body: a `LeaderReport`; answer: empty. Group: [`NODE_GROUP`].
 pub const KIND_LEADERS: u8 = 42;
 
-pub use keel_core::metadata::METADATA_GROUP;
 /// The group id of node-level messages (no Raft group has it).
-pub const NODE_GROUP: u64 = u64::MAX;
+pub use crate::raft::heartbeat::NODE_GROUP;
+pub use keel_core::metadata::METADATA_GROUP;
 
 /// The cluster as one node knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,7 @@ use keel_node::node::Node;
 use keel_node::node::NodeConfig;
 use keel_node::partition::LogObserver;
 use keel_node::partition::ReplicaConfig;
+use keel_node::raft::heartbeat::HeartbeatBatchConfig;
 use keel_node::raft::network::decode;
 use keel_node::raft::network::encode;
 use keel_node::transport::ClientOnly;
@@ -50,11 +51,25 @@ struct Cli {
 struct ClusterArgs {
     /// The metadata group's voters: `ID=HOST:PORT,...` (node-to-node addresses). Clients use
     /// them to find the cluster.
-    #[arg(long, env = "KEEL_NODES", default_value = DEV_NODES)]
+    #[arg(long, global = true, env = "KEEL_NODES", default_value = DEV_NODES)]
     nodes: String,
     /// Cluster id; connections between different clusters are refused.
-    #[arg(long, env = "KEEL_CLUSTER_ID", default_value = DEV_CLUSTER_ID)]
+    #[arg(long, global = true, env = "KEEL_CLUSTER_ID", default_value = DEV_CLUSTER_ID)]
     cluster_id: String,
+}
+
+/// Raft timing of every partition and the metadata group. The defaults suit up to a thousand
+/// partitions per node (docs/benchmarks.md): each Raft group ticks every
+/// `heartbeat_ms * 13 / 64`, so the heartbeat sets the idle cost; a failed leader is replaced
+/// after 3–6 s.
+#[derive(clap::Args, Clone, Copy)]
+struct RaftArgs {
+    #[arg(long, env = "KEEL_RAFT_HEARTBEAT_MS", default_value_t = 1000)]
+    raft_heartbeat_ms: u64,
+    #[arg(long, env = "KEEL_RAFT_ELECTION_TIMEOUT_MIN_MS", default_value_t = 3000)]
+    raft_election_timeout_min_ms: u64,
+    #[arg(long, env = "KEEL_RAFT_ELECTION_TIMEOUT_MAX_MS", default_value_t = 6000)]
+    raft_election_timeout_max_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -114,6 +129,8 @@ enum Command {
         data_dir: PathBuf,
         #[command(flatten)]
         cluster: ClusterArgs,
+        #[command(flatten)]
+        raft: RaftArgs,
     },
     /// Runs one node of a cluster.
     Node {
@@ -134,6 +151,8 @@ enum Command {
         rack: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
+        #[command(flatten)]
+        raft: RaftArgs,
     },
     /// Topic administration.
     Topic {
@@ -195,13 +214,18 @@ fn node_config(
     addr: Option<String>,
     rack: Option<String>,
     cluster: &ClusterArgs,
+    raft: RaftArgs,
 ) -> anyhow::Result<NodeConfig> {
     let voters = parse_nodes(&cluster.nodes)?;
     let addr = match addr.or_else(|| voters.get(&id).cloned()) {
         Some(a) => a,
         None => bail!("node {id} is not a voter in --nodes {}, so it needs --addr", cluster.nodes),
     };
-    let timing = keel_node::raft::RaftTiming::default();
+    let timing = keel_node::raft::RaftTiming {
+        heartbeat_ms: raft.raft_heartbeat_ms,
+        election_timeout_min_ms: raft.raft_election_timeout_min_ms,
+        election_timeout_max_ms: raft.raft_election_timeout_max_ms,
+    };
     let raft =
         keel_node::raft::config(&cluster.cluster_id, timing).map_err(anyhow::Error::msg).context("raft settings")?;
     let metadata_raft = keel_node::raft::metadata_config(&cluster.cluster_id, timing)
@@ -218,6 +242,11 @@ fn node_config(
         replica: ReplicaConfig::new(LogConfig::default(), raft),
         metadata_raft,
         transport: TransportConfig::new(cluster.cluster_id.clone()),
+        // A heartbeat waits at most 1/20 of the interval for others to share its frame.
+        heartbeat_batch: HeartbeatBatchConfig {
+            window_ms: (timing.heartbeat_ms / 20).clamp(1, 25),
+            ..HeartbeatBatchConfig::default()
+        },
         timing: ControlTiming::default(),
     })
 }
@@ -503,11 +532,11 @@ async fn cluster_command(cluster: &ClusterArgs, command: ClusterCommand) -> anyh
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev { data_dir, cluster } => {
+        Command::Dev { data_dir, cluster, raft } => {
             let peers = parse_nodes(&cluster.nodes)?;
             let mut nodes = Vec::new();
             for &id in peers.keys() {
-                let config = node_config(id, data_dir.join(format!("node-{id}")), None, None, &cluster)?;
+                let config = node_config(id, data_dir.join(format!("node-{id}")), None, None, &cluster, raft)?;
                 nodes.push(start_node(config, None).await?);
             }
             println!(
@@ -522,8 +551,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Node { id, data_dir, addr, listen, rack, cluster } => {
-            let node = start_node(node_config(id, data_dir, addr, rack, &cluster)?, listen).await?;
+        Command::Node { id, data_dir, addr, listen, rack, cluster, raft } => {
+            let node = start_node(node_config(id, data_dir, addr, rack, &cluster, raft)?, listen).await?;
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             node.shutdown().await;
             Ok(())

@@ -44,6 +44,8 @@ use crate::partition::Replica;
 use crate::partition::ReplicaConfig;
 use crate::partition::ReplicaError;
 use crate::raft::NodeId;
+use crate::raft::heartbeat;
+use crate::raft::heartbeat::HeartbeatBatchConfig;
 use crate::raft::network;
 use crate::transport::Handler;
 use crate::transport::Transport;
@@ -65,7 +67,7 @@ pub struct ControlTiming {
 
 impl Default for ControlTiming {
     fn default() -> Self {
-        ControlTiming { reconcile_ms: 500, gossip_ms: 250, rebalance_ms: 1000, leader_settle_ms: 3000 }
+        ControlTiming { reconcile_ms: 500, gossip_ms: 1000, rebalance_ms: 1000, leader_settle_ms: 3000 }
     }
 }
 
@@ -90,6 +92,8 @@ pub struct NodeConfig {
     /// The metadata group's Raft configuration (snapshots on, unlike partitions).
     pub metadata_raft: Arc<openraft::Config>,
     pub transport: TransportConfig,
+    /// How Raft heartbeats to one peer are batched.
+    pub heartbeat_batch: HeartbeatBatchConfig,
     pub timing: ControlTiming,
 }
 
@@ -101,6 +105,8 @@ pub enum NodeError {
     NoVoters,
     #[error(transparent)]
     Transport(#[from] crate::transport::ConfigError),
+    #[error("invalid node configuration: {0}")]
+    Config(String),
 }
 
 /// Why a routed metadata proposal has no answer.
@@ -169,6 +175,8 @@ impl Node {
         }
         let cell = Arc::new(OnceLock::new());
         let transport = Transport::new(config.id, config.transport.clone(), Arc::new(Dispatch { node: cell.clone() }))?;
+        // Every node serves heartbeat batches (see `handle`), so every node may send them.
+        heartbeat::enable(&transport, config.heartbeat_batch).map_err(|e| NodeError::Config(e.to_string()))?;
         for (id, addr) in &config.voters {
             if *id != config.id {
                 transport.set_peer_addr(*id, addr.clone());
@@ -360,6 +368,10 @@ impl Node {
     async fn handle(self: Arc<Self>, from: NodeId, group: u64, kind: u8, payload: Bytes) -> Result<Bytes, String> {
         if group == client::NODE_GROUP {
             return match kind {
+                heartbeat::KIND_HEARTBEAT_BATCH => {
+                    let lookup = |g: u64| self.replica(g).map(|r| (r.raft().clone(), r.raft_id));
+                    heartbeat::serve_heartbeat_batch(lookup, &payload).await
+                }
                 client::KIND_LEADERS => {
                     let report: LeaderReport = network::decode(&payload)?;
                     if report.from == from {

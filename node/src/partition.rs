@@ -166,7 +166,8 @@ impl Replica {
 
     /// Whether this replica leads its group right now (as far as it knows).
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow_watched().clone();
+        let rx = self.raft.metrics();
+        let m = rx.borrow_watched();
         m.state == ServerState::Leader && m.current_leader == Some(self.raft_id)
     }
 

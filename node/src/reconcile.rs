@@ -91,11 +91,24 @@ async fn register_loop(node: Arc<Node>) {
     }
 }
 
+/// A complete pass is repeated this often even when the metadata did not change (a safety net:
+/// every pass compares the disk with the metadata again).
+const RESYNC_EVERY_PASSES: u32 = 60;
+
 async fn reconcile_loop(node: Arc<Node>) {
+    // The metadata version of the last complete pass, and passes skipped since.
+    let mut settled: Option<u64> = None;
+    let mut skipped = 0;
     while !node.is_stopped() {
         let notified = node.meta.sm().changed().clone();
         let wait = notified.notified();
-        node.reconcile().await;
+        let version = node.meta.sm().version();
+        if settled == Some(version) && skipped < RESYNC_EVERY_PASSES {
+            skipped += 1;
+        } else {
+            skipped = 0;
+            settled = node.reconcile().await.then_some(version);
+        }
         let _ = tokio::time::timeout(ms(node.config.timing.reconcile_ms), wait).await;
     }
 }
@@ -105,8 +118,9 @@ impl Node {
         self.config.data_dir.join("partitions").join(group.to_string())
     }
 
-    /// One pass of reconciliation (see the module docs).
-    pub async fn reconcile(&self) {
+    /// One pass of reconciliation (see the module docs). Returns whether it is complete: the
+    /// metadata was fresh and every replica was opened or removed as it asks.
+    pub async fn reconcile(&self) -> bool {
         let _one = self.reconciling.lock().await;
         // Creating or deleting a replica needs metadata at least as new as the cluster's: a
         // restarted node's copy may start from an old snapshot, and acting on it could delete a
@@ -115,8 +129,9 @@ impl Node {
         let fresh = self.metadata_fresh(ms(self.config.timing.reconcile_ms * 4)).await;
         let state = self.meta.sm().state();
         if state.applied_index == 0 {
-            return;
+            return false;
         }
+        let mut complete = fresh;
         for n in state.nodes.values() {
             if n.id != self.id {
                 self.transport.set_peer_addr(n.id, n.addr.clone());
@@ -126,7 +141,7 @@ impl Node {
             state.assignments().filter(|a| hosts(a, self.id)).map(|a| (a.group, a)).collect();
         for (&group, a) in &desired {
             if self.is_stopped() {
-                return;
+                return false;
             }
             let Some(want) = a.raft_id_of(self.id) else { continue };
             if let Some(r) = self.replica(group) {
@@ -142,6 +157,7 @@ impl Node {
                 Some(id) if id != want => {
                     if let Err(e) = self.delete_dir(group).await {
                         tracing::error!(node = self.id, group, error = %e, "cannot delete an earlier incarnation");
+                        complete = false;
                         continue;
                     }
                 }
@@ -152,10 +168,11 @@ impl Node {
             }
             if let Err(e) = self.open_replica(group, a, want).await {
                 tracing::error!(node = self.id, group, error = %e, "cannot open replica");
+                complete = false;
             }
         }
         if !fresh {
-            return;
+            return false;
         }
         let running = self.hosted();
         for group in running {
@@ -165,6 +182,7 @@ impl Node {
         }
         self.remove_leftovers(&state, &desired).await;
         self.leaders.retain(|g| state.groups.contains_key(&g));
+        complete
     }
 
     /// The Raft id recorded in `group`'s directory, if there is one.
@@ -270,12 +288,16 @@ async fn gossip_loop(node: Arc<Node>) {
         let replicas: Vec<Arc<Replica>> = lock(&node.replicas).values().cloned().collect();
         let mut leads = Vec::new();
         for r in &replicas {
-            let m = r.raft().metrics().borrow_watched().clone();
-            if let Some(l) = m.current_leader {
-                node.leaders.observe(r.group, node_of(l), m.current_term);
+            let (state, leader, term) = {
+                let rx = r.raft().metrics();
+                let m = rx.borrow_watched();
+                (m.state, m.current_leader, m.current_term)
+            };
+            if let Some(l) = leader {
+                node.leaders.observe(r.group, node_of(l), term);
             }
-            if m.state == ServerState::Leader && m.current_leader == Some(r.raft_id) {
-                leads.push((r.group, m.current_term));
+            if state == ServerState::Leader && leader == Some(r.raft_id) {
+                leads.push((r.group, term));
             }
         }
         let report = LeaderReport { from: node.id, leads };
@@ -337,10 +359,10 @@ async fn partition_leader_duties(node: &Arc<Node>) {
     let now = tokio::time::Instant::now();
     let mut leading = BTreeMap::new();
     for r in replicas {
-        let m = r.raft().metrics().borrow_watched().clone();
-        if !(m.state == ServerState::Leader && m.current_leader == Some(r.raft_id)) {
+        if !r.is_leader() {
             continue;
         }
+        let m = r.raft().metrics().borrow_watched().clone();
         let since = {
             let known = lock(&node.leading_since).get(&r.group).copied();
             match known {

@@ -8,9 +8,11 @@
 //! - [`hard_state`]: the vote and last purged log id, written atomically and fsynced.
 //! - [`state_machine`]: `RaftStateMachine`: applied position and membership; no second copy of data.
 //! - [`network`]: `RaftNetworkV2` over the node-to-node transport.
+//! - [`heartbeat`]: heartbeats of every group batched per peer node, both sides.
 
 pub mod entry_codec;
 pub mod hard_state;
+pub mod heartbeat;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

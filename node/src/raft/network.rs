@@ -4,6 +4,9 @@
 //! frame's `group` field names the partition and `kind` the RPC. Bodies are bincode-encoded
 //! openraft messages. The server side ([`serve`]) decodes, hands the request to the partition's
 //! `Raft`, and encodes the answer. Decoding never panics: a bad body is an error answer.
+//!
+//! Heartbeats (AppendEntries without entries) go through the transport's heartbeat batcher when
+//! one is enabled (see [`super::heartbeat`]): one frame per peer carries many groups' heartbeats.
 
 use std::io::Cursor;
 use std::time::Duration;
@@ -37,6 +40,7 @@ use serde::de::DeserializeOwned;
 use super::NodeId;
 use super::TypeConfig;
 use super::Vote;
+use super::heartbeat;
 use crate::transport::Transport;
 use crate::transport::TransportError;
 
@@ -44,7 +48,8 @@ pub const KIND_APPEND: u8 = 1;
 pub const KIND_VOTE: u8 = 2;
 pub const KIND_PRE_VOTE: u8 = 3;
 pub const KIND_SNAPSHOT: u8 = 4;
-pub const KIND_TRANSFER_LEADER: u8 = 5;
+// 5 is `heartbeat::KIND_HEARTBEAT_BATCH` (on `NODE_GROUP`).
+pub const KIND_TRANSFER_LEADER: u8 = 6;
 
 /// Largest Raft message body accepted when decoding.
 const RPC_BYTES_MAX: u64 = 64 * 1024 * 1024;
@@ -121,6 +126,16 @@ impl RaftNetworkV2<TypeConfig> for NetClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        // The metadata group's heartbeats go alone: the batch serves partition groups.
+        if rpc.entries.is_empty()
+            && self.group != keel_core::metadata::METADATA_GROUP
+            && let Some(batcher) = heartbeat::batcher(&self.transport)
+        {
+            return batcher
+                .send(&self.transport, self.target, self.group, rpc, option.hard_ttl())
+                .await
+                .map_err(rpc_error);
+        }
         self.call(KIND_APPEND, &rpc, option.hard_ttl()).await
     }
 

@@ -31,9 +31,10 @@ mod io;
 mod peers;
 mod stats;
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -174,6 +175,9 @@ pub(crate) struct Inner {
     /// Bounds connections in the handshake at once (accept side).
     pub(crate) handshakes: Arc<Semaphore>,
     pub(crate) shutdown: CloseSignal,
+    /// What the layer above attached to this transport, once: the Raft glue's heartbeat batcher
+    /// (`raft::heartbeat`). Typed `Any` so the transport does not depend on that layer.
+    attachment: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 /// Locks a std mutex, ignoring poisoning (no code panics while holding these locks, and a
@@ -201,6 +205,7 @@ impl Transport {
                 next_conn_id: AtomicU64::new(1),
                 handshakes: Arc::new(Semaphore::new(peers::HANDSHAKES_IN_PROGRESS_MAX)),
                 shutdown: CloseSignal::new(),
+                attachment: OnceLock::new(),
             }),
         })
     }
@@ -298,5 +303,16 @@ impl Transport {
 
     pub fn stats(&self) -> TransportStats {
         self.inner.stats.snapshot(self.inner.connections_open())
+    }
+
+    /// Attaches `value` to this transport for the layer above; at most once. `false` if
+    /// something was attached already (and `value` is dropped).
+    pub(crate) fn attach(&self, value: Arc<dyn Any + Send + Sync>) -> bool {
+        self.inner.attachment.set(value).is_ok()
+    }
+
+    /// The attached value, if there is one and it is a `T`.
+    pub(crate) fn attached<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.inner.attachment.get()?.clone().downcast::<T>().ok()
     }
 }

@@ -139,6 +139,7 @@ fn node_config(config: &ClusterConfig, id: u64) -> NodeConfig {
         },
         metadata_raft,
         transport: TransportConfig::new("keel-sim"),
+        heartbeat_batch: Default::default(),
         timing: ControlTiming::default(),
     }
 }
