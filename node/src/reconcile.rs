@@ -80,14 +80,20 @@ async fn register_loop(node: Arc<Node>) {
         let registered = node.meta.sm().with_state(|s| {
             s.nodes.get(&c.id).is_some_and(|n| n.addr == c.addr && n.kafka_addr == c.kafka_addr && n.rack == c.rack)
         });
-        if !registered {
+        // A node removed from the registry (decommissioned, drained) is also dropped from the
+        // metadata group, so its own copy stops moving and still lists it: only metadata
+        // confirmed fresh tells it that it must register again.
+        let fresh = registered && node.metadata_fresh(ms(c.timing.reconcile_ms * 2)).await;
+        if !registered || !fresh {
             match node.propose(&cmd, ms(PROPOSE_WAIT_MS)).await {
                 Ok(Ok(_)) => tracing::info!(node = c.id, "registered with the metadata group"),
                 Ok(Err(e)) => tracing::error!(node = c.id, error = %e, "registration refused"),
                 Err(e) => tracing::debug!(node = c.id, error = %e, "registration not answered yet"),
             }
+            tokio::time::sleep(ms(c.timing.reconcile_ms)).await;
+        } else {
+            tokio::time::sleep(ms(c.timing.reconcile_ms * 4)).await;
         }
-        tokio::time::sleep(ms(c.timing.reconcile_ms)).await;
     }
 }
 

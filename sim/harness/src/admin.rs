@@ -154,8 +154,9 @@ pub async fn create_workload_topic(
     Err("topic t could not be created".into())
 }
 
-/// Topic churn and reassignments until `deadline_ns`: creates and deletes topics, and moves the
-/// workload partition (`group`) and other partitions to random replica sets.
+/// Topic churn and reassignments until `deadline_ns`: creates and deletes topics, moves the
+/// workload partition (`group`) and other partitions to random replica sets, and now and then
+/// decommissions a node.
 pub async fn admin_workload(
     seed: u64,
     process: u64,
@@ -169,7 +170,7 @@ pub async fn admin_workload(
     let mut created = 0u64;
     while recorder.elapsed_ns() < deadline_ns {
         madsim::time::sleep(Duration::from_millis(rng.gen_range(300..2000))).await;
-        let roll = rng.gen_range(0..10);
+        let roll = rng.gen_range(0..11);
         let extra: Vec<String> = match any_view(&transport, &nodes).await {
             Some(v) => v.metadata.topics.keys().filter(|t| *t != "t").cloned().collect(),
             None => continue,
@@ -192,6 +193,14 @@ pub async fn admin_workload(
                 let name = extra[rng.gen_range(0..extra.len())].clone();
                 let cmd = Command::DeleteTopic { name: name.clone() };
                 admin_op(&transport, &nodes, &recorder, process, "delete-topic", &[("topic", Value::from(name))], &cmd)
+                    .await;
+            }
+            10 => {
+                // Drain a node: its replicas move away, then it leaves the registry (and, still
+                // running, registers again as a new, empty node).
+                let node = nodes[rng.gen_range(0..nodes.len())];
+                let cmd = Command::Decommission { node };
+                admin_op(&transport, &nodes, &recorder, process, "decommission", &[("node", Value::from(node))], &cmd)
                     .await;
             }
             _ => {

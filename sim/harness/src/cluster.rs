@@ -32,6 +32,8 @@ use madsim::runtime::Handle;
 use crate::recorder::Recorder;
 
 pub const RAFT_PORT: u16 = 7000;
+/// Metadata entries between two metadata snapshots in the simulation.
+const METADATA_SNAPSHOT_EVERY_ENTRIES: u64 = 8;
 /// The nemesis's process id in the history.
 pub const NEMESIS: u64 = 0;
 
@@ -120,8 +122,17 @@ fn node_config(config: &ClusterConfig, id: u64) -> NodeConfig {
         election_timeout_max_ms: config.election_timeout_ms.1,
     };
     let raft = keel_node::raft::config("keel-sim", timing).unwrap_or_else(|e| panic!("invalid raft config: {e}"));
-    let metadata_raft =
-        keel_node::raft::metadata_config("keel-sim", timing).unwrap_or_else(|e| panic!("invalid raft config: {e}"));
+    // Snapshots every few metadata entries (the default is 1,024), so that every seed builds
+    // metadata snapshots, purges the metadata log below them and sends them to lagging or new
+    // members.
+    let metadata_raft = {
+        let mut c = (*keel_node::raft::metadata_config("keel-sim", timing)
+            .unwrap_or_else(|e| panic!("invalid raft config: {e}")))
+        .clone();
+        c.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(METADATA_SNAPSHOT_EVERY_ENTRIES);
+        c.max_in_snapshot_log_to_keep = 2;
+        Arc::new(c.validate().unwrap_or_else(|e| panic!("invalid raft config: {e}")))
+    };
     NodeConfig {
         id,
         data_dir: PathBuf::from("/keel"),
