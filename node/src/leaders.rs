@@ -56,15 +56,6 @@ impl LeaderTable {
         }
     }
 
-    /// Forgets `group`'s leader if it is `leader` in a term at most `term` (the node said it no
-    /// longer leads it).
-    pub fn forget(&self, group: u64, leader: NodeId, term: u64) {
-        let mut g = self.inner();
-        if g.get(&group).is_some_and(|k| k.leader == leader && k.term <= term) {
-            g.remove(&group);
-        }
-    }
-
     /// Merges a peer's report: its groups are led by it at those terms.
     pub fn merge(&self, report: &LeaderReport) {
         for &(group, term) in &report.leads {
@@ -99,9 +90,5 @@ mod tests {
         assert_eq!(t.get(7), Some(LeaderInfo { leader: 1, term: 5 }));
         t.merge(&LeaderReport { from: 3, leads: vec![(7, 6)] });
         assert_eq!(t.get(7), Some(LeaderInfo { leader: 3, term: 6 }));
-        t.forget(7, 1, 9);
-        assert_eq!(t.get(7), Some(LeaderInfo { leader: 3, term: 6 }));
-        t.forget(7, 3, 6);
-        assert_eq!(t.get(7), None);
     }
 }

@@ -347,21 +347,23 @@ impl Node {
 
     /// The cluster as this node knows it.
     pub fn view(&self) -> client::ClusterView {
-        let mut leaders = self.leaders.all();
-        for (g, r) in lock(&self.replicas).iter() {
-            let m = r.raft().metrics().borrow_watched().clone();
-            if let Some(l) = m.current_leader.map(node_of) {
-                let known = leaders.entry(*g).or_insert(crate::leaders::LeaderInfo { leader: l, term: m.current_term });
-                if known.term <= m.current_term {
-                    *known = crate::leaders::LeaderInfo { leader: l, term: m.current_term };
-                }
+        // What this node's own replicas know is the freshest; fold it in first.
+        let replicas: Vec<Arc<Replica>> = lock(&self.replicas).values().cloned().collect();
+        for r in replicas {
+            let (leader, term) = {
+                let rx = r.raft().metrics();
+                let m = rx.borrow_watched();
+                (m.current_leader, m.current_term)
+            };
+            if let Some(l) = leader {
+                self.leaders.observe(r.group, node_of(l), term);
             }
         }
         client::ClusterView {
             node: self.id,
             metadata_leader: self.meta.leader(),
             metadata: self.meta.sm().state(),
-            leaders,
+            leaders: self.leaders.all(),
         }
     }
 

@@ -83,6 +83,19 @@ pub fn write_atomic(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8])
     storage.sync_dir(dir)
 }
 
+/// Appends the CRC32C of `body` (big-endian), for a small file that must be recognised as damaged.
+pub fn seal(mut body: Vec<u8>) -> Vec<u8> {
+    let crc = crc32c::crc32c(&body);
+    body.extend_from_slice(&crc.to_be_bytes());
+    body
+}
+
+/// The body of bytes written by [`seal`]; `None` if they are too short or fail their checksum.
+pub fn unseal(bytes: &[u8]) -> Option<&[u8]> {
+    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+    (crc32c::crc32c(body).to_be_bytes() == crc).then_some(body)
+}
+
 /// Reads a whole (small) file; `Ok(None)` when it does not exist.
 pub fn read_whole(storage: &dyn Storage, path: &Path) -> io::Result<Option<Vec<u8>>> {
     let f = match storage.open(path, false) {

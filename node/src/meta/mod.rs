@@ -113,7 +113,8 @@ impl MetaGroup {
     }
 
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow_watched().clone();
+        let rx = self.raft.metrics();
+        let m = rx.borrow_watched();
         m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
     }
 

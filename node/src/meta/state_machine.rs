@@ -109,13 +109,7 @@ impl MetaStateMachine {
         let (data, snapshot) = match keel_core::storage::read_whole(&*storage, &path)? {
             None => (MetaData { state: MetadataState::new(default_replication_factor), ..MetaData::default() }, None),
             Some(bytes) => {
-                let (body, crc) = bytes
-                    .split_at_checked(bytes.len().saturating_sub(4))
-                    .filter(|(_, crc)| crc.len() == 4)
-                    .ok_or_else(|| corrupt(&path, "too short"))?;
-                if crc32c::crc32c(body).to_be_bytes() != crc {
-                    return Err(corrupt(&path, "checksum mismatch"));
-                }
+                let body = keel_core::storage::unseal(&bytes).ok_or_else(|| corrupt(&path, "checksum mismatch"))?;
                 let file: SnapshotFile = opts().deserialize(body).map_err(|e| corrupt(&path, &e.to_string()))?;
                 let data: MetaData = opts().deserialize(&file.data).map_err(|e| corrupt(&path, &e.to_string()))?;
                 (data, Some((file.meta, file.data)))
@@ -163,9 +157,9 @@ impl MetaStateMachine {
     }
 
     async fn persist(&self, meta: &SnapshotMetaOf<TypeConfig>, data: &[u8]) -> io::Result<()> {
-        let mut body =
+        let body =
             opts().serialize(&SnapshotFile { meta: meta.clone(), data: data.to_vec() }).map_err(io::Error::other)?;
-        body.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        let body = keel_core::storage::seal(body);
         let (storage, dir) = (self.storage.clone(), self.dir.clone());
         crate::rt::blocking(move || keel_core::storage::write_atomic(&*storage, &dir, SNAPSHOT_FILE, &body)).await?
     }

@@ -98,9 +98,8 @@ impl StateMachine {
             if applied < g.checkpointed + self.checkpoint_every_entries {
                 return Ok(());
             }
-            let mut bytes = opts().serialize(&g.data).map_err(io::Error::other)?;
-            bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_be_bytes());
-            (bytes, applied)
+            let bytes = opts().serialize(&g.data).map_err(io::Error::other)?;
+            (keel_core::storage::seal(bytes), applied)
         };
         let (storage, dir) = (log.storage.clone(), log.dir.clone());
         let (body, applied) = bytes;
@@ -149,11 +148,10 @@ fn load_checkpoint(log: &LogShared) -> Option<SmData> {
             return None;
         }
     };
-    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-    if crc32c::crc32c(body).to_be_bytes() != crc {
+    let Some(body) = keel_core::storage::unseal(&bytes) else {
         tracing::warn!(path = %path.display(), "state machine checkpoint fails its checksum; re-applying the log");
         return None;
-    }
+    };
     let data: SmData = opts().deserialize(body).ok()?;
     let last = data.last_applied?;
     let stored = log.log().entry_meta(last.index).ok().flatten();
