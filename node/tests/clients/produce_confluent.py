@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Produces --count keyed messages with confluent-kafka (librdkafka), acks=all, and records every
+delivery report.
+
+    produce_confluent.py --bootstrap B --topic T --count N --out ACKED.jsonl
+        [--keys 100] [--client confluent] [--rate MSGS_PER_S] [--max-in-flight 5]
+        [--message-timeout-ms 120000]
+
+Message i has key k<i % keys> and value "<client>:k<i % keys>:<i // keys>" (common.message).
+Acknowledged records go to --out with the partition and offset of their delivery report; failed
+ones are counted and the first few printed. Idempotence is off (Keel has no InitProducerId yet),
+so a retried batch may be stored twice; --max-in-flight 1 keeps retries from reordering batches.
+
+Prints progress lines while producing and one summary line; exits 1 unless every message was
+acknowledged before --timeout.
+"""
+
+import argparse
+import sys
+import time
+
+from common import Pacer, Progress, acked_line, emit, message, require
+
+ck = require("confluent_kafka")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--topic", required=True)
+    ap.add_argument("--count", type=int, required=True)
+    ap.add_argument("--keys", type=int, default=100)
+    ap.add_argument("--client", default="confluent")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--rate", type=float, default=0, help="messages per second, 0 = unpaced")
+    ap.add_argument("--max-in-flight", type=int, default=5)
+    ap.add_argument("--message-timeout-ms", type=int, default=120_000)
+    ap.add_argument("--timeout", type=float, default=300, help="seconds for everything")
+    a = ap.parse_args()
+
+    errors = []
+    failed = 0
+    acked = 0
+    out = open(a.out, "w")
+
+    def on_delivery(err, msg):
+        nonlocal failed, acked
+        if err is not None:
+            failed += 1
+            if len(errors) < 5:
+                errors.append({"key": msg.key().decode(), "value": msg.value().decode(), "error": str(err)})
+            return
+        client, key, seq = msg.value().decode().split(":")
+        out.write(acked_line(client, key, int(seq), msg.partition(), msg.offset()))
+        acked += 1
+
+    p = ck.Producer({
+        "bootstrap.servers": a.bootstrap,
+        "client.id": "keel-test-" + a.client,
+        "acks": "all",
+        "enable.idempotence": False,
+        "linger.ms": 5,
+        "retries": 1_000_000,
+        "retry.backoff.ms": 100,
+        "max.in.flight.requests.per.connection": a.max_in_flight,
+        "message.timeout.ms": a.message_timeout_ms,
+        "request.timeout.ms": 10_000,
+        "topic.metadata.refresh.interval.ms": 5_000,
+    })
+    deadline = time.monotonic() + a.timeout
+    progress = Progress()
+    pacer = Pacer(a.rate)
+    t0 = time.monotonic()
+    for i in range(a.count):
+        pacer.wait(i)
+        key, value, _ = message(a.client, i, a.keys)
+        while True:
+            try:
+                p.produce(a.topic, key=key.encode(), value=value.encode(), on_delivery=on_delivery)
+                break
+            except BufferError:  # local queue full: serve delivery reports and try again
+                p.poll(0.05)
+            if time.monotonic() > deadline:
+                break
+        p.poll(0)
+        progress.maybe(sent=i + 1, acked=acked, failed=failed)
+        if time.monotonic() > deadline:
+            break
+    while len(p) > 0 and time.monotonic() < deadline:
+        p.flush(0.5)
+        progress.maybe(sent=a.count, acked=acked, failed=failed)
+    left = len(p)
+    out.close()
+    summary = {"event": "summary", "client": a.client, "count": a.count, "acked": acked, "failed": failed,
+               "unanswered": left, "errors": errors, "seconds": round(time.monotonic() - t0, 3)}
+    emit(summary)
+    sys.exit(0 if acked == a.count else 1)
+
+
+if __name__ == "__main__":
+    main()
