@@ -21,6 +21,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod kafka;
 pub mod leaders;
 pub mod meta;
 pub mod node;

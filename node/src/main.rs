@@ -24,6 +24,8 @@ use keel_core::metadata::MetaError;
 use keel_core::metadata::Reply;
 use keel_core::storage::fs::FsStorage;
 use keel_node::client;
+use keel_node::kafka::BrokerConfig;
+use keel_node::kafka::KafkaConfig;
 use keel_node::meta::ProposeResponse;
 use keel_node::node::ControlTiming;
 use keel_node::node::Node;
@@ -70,6 +72,81 @@ struct RaftArgs {
     raft_election_timeout_min_ms: u64,
     #[arg(long, env = "KEEL_RAFT_ELECTION_TIMEOUT_MAX_MS", default_value_t = 6000)]
     raft_election_timeout_max_ms: u64,
+}
+
+/// The Kafka listener and the broker settings Kafka clients see (Kafka's names and defaults,
+/// except `default.replication.factor`, which is 3: Raft needs three replicas to survive a
+/// failure).
+#[derive(clap::Args, Clone)]
+struct KafkaArgs {
+    /// Where the Kafka listener binds.
+    #[arg(long, env = "KEEL_KAFKA_LISTEN", default_value = "0.0.0.0:9092")]
+    kafka_listen: String,
+    /// The address Kafka clients are told to use for this node (default: --kafka-listen, with
+    /// an unspecified host replaced by the host of --addr).
+    #[arg(long, env = "KEEL_KAFKA_ADVERTISED")]
+    kafka_advertised: Option<String>,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+#[derive(clap::Args, Clone, Copy)]
+struct BrokerArgs {
+    /// `auto.create.topics.enable`: a Metadata request naming an unknown topic creates it.
+    #[arg(long, env = "KEEL_AUTO_CREATE_TOPICS_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topics_enable: bool,
+    /// `num.partitions`: partitions of a topic created without a count.
+    #[arg(long, env = "KEEL_NUM_PARTITIONS", default_value_t = 1)]
+    num_partitions: u32,
+    /// `default.replication.factor`: replicas of a topic created without a factor (capped by
+    /// the number of nodes).
+    #[arg(long, env = "KEEL_DEFAULT_REPLICATION_FACTOR", default_value_t = 3)]
+    default_replication_factor: u16,
+    /// `message.max.bytes`: the largest record batch a producer may send.
+    #[arg(long, env = "KEEL_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
+    message_max_bytes: usize,
+}
+
+impl BrokerArgs {
+    fn config(self) -> anyhow::Result<KafkaConfig> {
+        if self.num_partitions == 0 {
+            bail!("--num-partitions must be at least 1");
+        }
+        if self.default_replication_factor == 0 {
+            bail!("--default-replication-factor must be at least 1");
+        }
+        if self.message_max_bytes > LogConfig::default().batch_bytes_max {
+            bail!(
+                "--message-max-bytes {} is above the log's batch limit of {} bytes",
+                self.message_max_bytes,
+                LogConfig::default().batch_bytes_max
+            );
+        }
+        Ok(KafkaConfig {
+            broker: BrokerConfig {
+                auto_create_topics_enable: self.auto_create_topics_enable,
+                num_partitions: self.num_partitions,
+                default_replication_factor: self.default_replication_factor,
+                message_max_bytes: self.message_max_bytes,
+            },
+            ..KafkaConfig::default()
+        })
+    }
+}
+
+/// The advertised Kafka address: `advertised`, else `listen` with an unspecified host
+/// (`0.0.0.0`, `::`) replaced by the host of the node-to-node address.
+fn advertised_kafka_addr(listen: &str, advertised: Option<&str>, node_addr: &str) -> String {
+    if let Some(a) = advertised {
+        return a.to_string();
+    }
+    match listen.rsplit_once(':') {
+        Some(("0.0.0.0" | "[::]" | "::" | "", port)) => {
+            let node_host = node_addr.rsplit_once(':').map_or(node_addr, |(h, _)| h);
+            format!("{node_host}:{port}")
+        }
+        _ => listen.to_string(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -127,6 +204,11 @@ enum Command {
     Dev {
         #[arg(long, default_value = "./keel-data")]
         data_dir: PathBuf,
+        /// Kafka port of the first node; the others follow (9092, 9093, 9094).
+        #[arg(long, default_value_t = 9092)]
+        kafka_port: u16,
+        #[command(flatten)]
+        broker: BrokerArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
         #[command(flatten)]
@@ -149,6 +231,8 @@ enum Command {
         /// Failure domain; replicas spread over racks.
         #[arg(long, env = "KEEL_RACK")]
         rack: Option<String>,
+        #[command(flatten)]
+        kafka: KafkaArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
         #[command(flatten)]
@@ -208,14 +292,20 @@ fn parse_nodes(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn node_config(
     id: u64,
     data_dir: PathBuf,
     addr: Option<String>,
     rack: Option<String>,
+    kafka_advertised: (&str, Option<&str>),
+    default_replication_factor: u16,
     cluster: &ClusterArgs,
     raft: RaftArgs,
 ) -> anyhow::Result<NodeConfig> {
+    if i32::try_from(id).is_err() {
+        bail!("node id {id} is too large: Kafka clients need ids up to {}", i32::MAX);
+    }
     let voters = parse_nodes(&cluster.nodes)?;
     let addr = match addr.or_else(|| voters.get(&id).cloned()) {
         Some(a) => a,
@@ -231,14 +321,15 @@ fn node_config(
     let metadata_raft = keel_node::raft::metadata_config(&cluster.cluster_id, timing)
         .map_err(anyhow::Error::msg)
         .context("raft settings")?;
+    let (kafka_listen, kafka_advertised) = kafka_advertised;
     Ok(NodeConfig {
         id,
         data_dir,
-        kafka_addr: addr.clone(),
+        kafka_addr: advertised_kafka_addr(kafka_listen, kafka_advertised, &addr),
         addr,
         rack,
         voters,
-        default_replication_factor: 3,
+        default_replication_factor,
         replica: ReplicaConfig::new(LogConfig::default(), raft),
         metadata_raft,
         transport: TransportConfig::new(cluster.cluster_id.clone()),
@@ -251,16 +342,32 @@ fn node_config(
     })
 }
 
-async fn start_node(config: NodeConfig, listen: Option<String>) -> anyhow::Result<Arc<Node>> {
+async fn start_node(
+    mut config: NodeConfig,
+    listen: Option<String>,
+    kafka_listen: &str,
+    kafka: KafkaConfig,
+) -> anyhow::Result<Arc<Node>> {
     let addr = listen.unwrap_or_else(|| config.addr.clone());
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("node {} cannot listen on {addr}", config.id))?;
+    let kafka_listener = tokio::net::TcpListener::bind(kafka_listen)
+        .await
+        .with_context(|| format!("node {} cannot listen for Kafka clients on {kafka_listen}", config.id))?;
+    // Port 0 picks a free port; advertise the one picked.
+    if let Some(host) = config.kafka_addr.strip_suffix(":0")
+        && let Ok(bound) = kafka_listener.local_addr()
+    {
+        config.kafka_addr = format!("{host}:{}", bound.port());
+    }
     let id = config.id;
+    let advertised = config.kafka_addr.clone();
     let node = Node::start(config, Arc::new(FsStorage), listener, Arc::new(LogObserver))
         .await
         .with_context(|| format!("node {id} failed to start"))?;
-    tracing::info!(node = id, %addr, "node started");
+    tokio::spawn(keel_node::kafka::serve(node.clone(), kafka_listener, kafka));
+    tracing::info!(node = id, %addr, kafka = %kafka_listen, %advertised, "node started");
     Ok(node)
 }
 
@@ -532,13 +639,27 @@ async fn cluster_command(cluster: &ClusterArgs, command: ClusterCommand) -> anyh
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev { data_dir, cluster, raft } => {
+        Command::Dev { data_dir, kafka_port, broker, cluster, raft } => {
             let peers = parse_nodes(&cluster.nodes)?;
             let mut nodes = Vec::new();
-            for &id in peers.keys() {
-                let config = node_config(id, data_dir.join(format!("node-{id}")), None, None, &cluster, raft)?;
-                nodes.push(start_node(config, None).await?);
+            let mut kafka_addrs = Vec::new();
+            for (i, &id) in peers.keys().enumerate() {
+                let port = kafka_port.checked_add(i as u16).context("--kafka-port leaves no room for every node")?;
+                let kafka_listen = format!("127.0.0.1:{port}");
+                let config = node_config(
+                    id,
+                    data_dir.join(format!("node-{id}")),
+                    None,
+                    None,
+                    (&kafka_listen, None),
+                    broker.default_replication_factor,
+                    &cluster,
+                    raft,
+                )?;
+                nodes.push(start_node(config, None, &kafka_listen, broker.config()?).await?);
+                kafka_addrs.push(kafka_listen);
             }
+            println!("keel dev: Kafka clients connect to {}", kafka_addrs.join(","));
             println!(
                 "keel dev: {} nodes up ({}), data in {}; Ctrl-C stops",
                 nodes.len(),
@@ -551,8 +672,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Node { id, data_dir, addr, listen, rack, cluster, raft } => {
-            let node = start_node(node_config(id, data_dir, addr, rack, &cluster, raft)?, listen).await?;
+        Command::Node { id, data_dir, addr, listen, rack, kafka, cluster, raft } => {
+            let config = node_config(
+                id,
+                data_dir,
+                addr,
+                rack,
+                (&kafka.kafka_listen, kafka.kafka_advertised.as_deref()),
+                kafka.broker.default_replication_factor,
+                &cluster,
+                raft,
+            )?;
+            let node = start_node(config, listen, &kafka.kafka_listen, kafka.broker.config()?).await?;
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             node.shutdown().await;
             Ok(())

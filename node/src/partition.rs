@@ -171,6 +171,11 @@ impl Replica {
         m.state == ServerState::Leader && m.current_leader == Some(self.raft_id)
     }
 
+    /// The Raft term this replica is in: the partition's leader epoch as it knows it.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
     /// The node of the leader this replica knows of.
     pub fn leader_node(&self) -> Option<NodeId> {
         self.raft.metrics().borrow_watched().current_leader.map(node_of)
@@ -259,6 +264,54 @@ impl Replica {
             log.read_from_offset(offset, limit, bytes_max).map_err(|e| e.to_string())?
         };
         Ok(ReadResult { batches, high_watermark, log_start_offset: log.start_offset() })
+    }
+
+    /// The first offset the log still holds.
+    pub fn log_start_offset(&self) -> u64 {
+        self.log.log().start_offset()
+    }
+
+    /// The offset the next appended record gets (committed or not).
+    pub fn log_end_offset(&self) -> u64 {
+        self.log.log().next_offset()
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: the first record carrying the log's largest timestamp, as
+    /// (offset, timestamp), among committed records.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(u64, i64)>, String> {
+        let max = self.log.log().max_timestamp().map_err(|e| e.to_string())?;
+        match max {
+            Some(ts) => self.offset_for_timestamp(ts),
+            None => Ok(None),
+        }
+    }
+
+    /// ListOffsets by time: the first committed record whose timestamp is at least `ts`, as
+    /// (offset, timestamp). Uncompressed batches are searched record by record; a compressed
+    /// batch answers with its first offset and its max timestamp (no record is skipped).
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>, String> {
+        let high_watermark = self.sm.high_watermark();
+        let log = self.log.log();
+        let Some(offset) = log.offset_for_timestamp(ts).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        if offset >= high_watermark {
+            return Ok(None);
+        }
+        let entries = log.read_from_offset(offset, high_watermark, 1).map_err(|e| e.to_string())?;
+        let Some(entry) = entries.into_iter().next() else { return Ok(None) };
+        let header = batch::BatchHeader::parse(&entry.bytes).map_err(|e| e.to_string())?;
+        if header.compression() == 0 && !header.log_append_time() {
+            let records = batch::records(&entry.bytes).map_err(|e| e.to_string())?;
+            for r in records {
+                let at = header.base_timestamp.saturating_add(r.timestamp_delta);
+                let record_offset = entry.meta.base_offset + u64::try_from(r.offset_delta).unwrap_or(0);
+                if at >= ts && record_offset >= offset {
+                    return Ok(Some((record_offset, at)));
+                }
+            }
+        }
+        Ok(Some((entry.meta.base_offset.max(offset), entry.meta.max_timestamp)))
     }
 
     pub fn high_watermark(&self) -> u64 {

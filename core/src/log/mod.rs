@@ -405,6 +405,18 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// The largest batch max timestamp in the log (ListOffsets MAX_TIMESTAMP), if the log holds
+    /// a batch. Callers find the record through [`PartitionLog::offset_for_timestamp`].
+    pub fn max_timestamp(&self) -> Result<Option<i64>, LogError> {
+        self.check_failed()?;
+        Ok(self
+            .segments
+            .iter()
+            .filter(|s| s.next_index > self.start_index && s.next_index > s.base_index)
+            .map(|s| s.max_timestamp)
+            .max())
+    }
+
     /// Appends `batch` as entry `index` of Raft `term`; see the crate docs of the write path.
     ///
     /// Validates the batch (CRC, size up to `batch_bytes_max`), stamps `baseOffset` =

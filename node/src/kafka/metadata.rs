@@ -1,0 +1,193 @@
+//! Metadata and DescribeCluster: brokers, topics, partitions and their leaders.
+//!
+//! Leaders and epochs come from the node's leader table (its own replicas' Raft state plus
+//! every node's leader reports), replicas from the metadata group's assignment. A partition
+//! whose leader is not known yet answers LEADER_NOT_AVAILABLE, which clients retry.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::BrokerId;
+use kafka_protocol::messages::DescribeClusterRequest;
+use kafka_protocol::messages::DescribeClusterResponse;
+use kafka_protocol::messages::MetadataRequest;
+use kafka_protocol::messages::MetadataResponse;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use keel_core::metadata::Command;
+use keel_core::metadata::MetaError;
+use keel_core::metadata::MetadataState;
+use keel_core::metadata::Topic;
+use uuid::Uuid;
+
+use super::Answer;
+use super::KafkaConfig;
+use super::Request;
+use super::codes::broker_id;
+use super::codes::host_port;
+use super::codes::str_bytes;
+use super::codes::topic_by_id;
+use super::codes::topic_name;
+use super::codes::uuid_of;
+use super::respond;
+use crate::client::ClusterView;
+use crate::leaders::LeaderInfo;
+use crate::node::Node;
+
+/// How long a Metadata request waits for an auto-created topic to be committed.
+const AUTO_CREATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) async fn metadata(node: &Arc<Node>, config: &KafkaConfig, req: &mut Request) -> Answer {
+    let request: MetadataRequest = req.decode()?;
+    let v = req.version;
+    // v0: an empty list means every topic; v1+: null does.
+    let wanted: Option<Vec<(Option<String>, Uuid)>> = match request.topics {
+        None => None,
+        Some(t) if t.is_empty() && v == 0 => None,
+        Some(t) => Some(t.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()),
+    };
+    let allow_auto_create = (v < 4 || request.allow_auto_topic_creation) && config.broker.auto_create_topics_enable;
+    // Auto-create what is missing first, so the answer below sees it.
+    let mut created = Vec::new();
+    if allow_auto_create && let Some(list) = &wanted {
+        let missing: Vec<String> = node
+            .meta()
+            .sm()
+            .with_state(|s| list.iter().filter_map(|(n, _)| n.clone()).filter(|n| !s.topics.contains_key(n)).collect());
+        for name in missing {
+            let cmd = Command::CreateTopic {
+                name: name.clone(),
+                partitions: config.broker.num_partitions,
+                replication_factor: None,
+                configs: BTreeMap::new(),
+            };
+            match node.propose(&cmd, AUTO_CREATE_TIMEOUT).await {
+                Ok(Ok(_)) | Ok(Err(MetaError::TopicExists(_))) => {
+                    tracing::info!(topic = %name, "topic auto-created");
+                    created.push(name);
+                }
+                Ok(Err(e)) => tracing::info!(topic = %name, error = %e, "topic not auto-created"),
+                Err(e) => tracing::info!(topic = %name, error = %e, "topic auto-creation timed out"),
+            }
+        }
+    }
+    let view = node.view();
+    let state = &view.metadata;
+    let mut topics = Vec::new();
+    match wanted {
+        None => topics.extend(state.topics.values().map(|t| topic_entry(&view, t, v))),
+        Some(list) => {
+            for (name, id) in list {
+                let topic = match &name {
+                    Some(n) => state.topics.get(n),
+                    None => topic_by_id(state, id),
+                };
+                let entry = match topic {
+                    Some(t) => {
+                        let mut e = topic_entry(&view, t, v);
+                        if created.contains(&t.name) && e.partitions.iter().any(|p| p.error_code != 0) {
+                            e.error_code = ResponseError::LeaderNotAvailable.code();
+                        }
+                        e
+                    }
+                    None if name.is_some() => {
+                        let code = if created.iter().any(|c| Some(c) == name.as_ref()) {
+                            ResponseError::LeaderNotAvailable
+                        } else {
+                            ResponseError::UnknownTopicOrPartition
+                        };
+                        MetadataResponseTopic::default()
+                            .with_name(name.as_deref().map(topic_name))
+                            .with_error_code(code.code())
+                    }
+                    None => MetadataResponseTopic::default()
+                        .with_topic_id(id)
+                        .with_error_code(ResponseError::UnknownTopicId.code()),
+                };
+                topics.push(entry);
+            }
+        }
+    }
+    let mut body = MetadataResponse::default().with_brokers(brokers(state)).with_topics(topics);
+    if v >= 1 {
+        body = body.with_controller_id(view.metadata_leader.map_or(BrokerId(-1), broker_id));
+    }
+    if v >= 2 {
+        body = body.with_cluster_id(Some(str_bytes(node.config.transport.cluster_id.clone())));
+    }
+    respond(req, &body)
+}
+
+fn brokers(state: &MetadataState) -> Vec<MetadataResponseBroker> {
+    state
+        .nodes
+        .values()
+        .map(|n| {
+            let (host, port) = host_port(&n.kafka_addr);
+            MetadataResponseBroker::default()
+                .with_node_id(broker_id(n.id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+                .with_rack(n.rack.clone().map(str_bytes))
+        })
+        .collect()
+}
+
+fn topic_entry(view: &ClusterView, topic: &Topic, v: i16) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let replicas: Vec<BrokerId> = a.replicas.iter().map(|n| broker_id(*n)).collect();
+            let mut p = MetadataResponsePartition::default()
+                .with_partition_index(i as i32)
+                .with_replica_nodes(replicas.clone())
+                .with_isr_nodes(replicas);
+            match view.leaders.get(&a.group).filter(|l| a.hosts().contains(&l.leader)) {
+                Some(LeaderInfo { leader, term }) => {
+                    p = p.with_leader_id(broker_id(*leader));
+                    if v >= 7 {
+                        p = p.with_leader_epoch(i32::try_from(*term).unwrap_or(i32::MAX));
+                    }
+                }
+                None => {
+                    p = p.with_leader_id(BrokerId(-1)).with_error_code(ResponseError::LeaderNotAvailable.code());
+                }
+            }
+            p
+        })
+        .collect();
+    let mut t = MetadataResponseTopic::default().with_name(Some(topic_name(&topic.name))).with_partitions(partitions);
+    if v >= 10 {
+        t = t.with_topic_id(uuid_of(topic.id));
+    }
+    t
+}
+
+pub(crate) fn describe_cluster(node: &Arc<Node>, req: &mut Request) -> Answer {
+    let _request: DescribeClusterRequest = req.decode()?;
+    let view = node.view();
+    let brokers = view
+        .metadata
+        .nodes
+        .values()
+        .map(|n| {
+            let (host, port) = host_port(&n.kafka_addr);
+            DescribeClusterBroker::default()
+                .with_broker_id(broker_id(n.id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+                .with_rack(n.rack.clone().map(str_bytes))
+        })
+        .collect();
+    let body = DescribeClusterResponse::default()
+        .with_cluster_id(str_bytes(node.config.transport.cluster_id.clone()))
+        .with_controller_id(view.metadata_leader.map_or(BrokerId(-1), broker_id))
+        .with_brokers(brokers);
+    respond(req, &body)
+}

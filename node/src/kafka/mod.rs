@@ -1,0 +1,260 @@
+//! The Kafka listener: every node speaks the Kafka wire protocol to clients.
+//!
+//! Request headers and bodies are decoded, and responses encoded, by the `kafka-protocol`
+//! crate; record batches pass through as the raw bytes the log stores. This module owns what
+//! the crate does not: framing, per-connection pipelining, the supported-versions table and
+//! the mapping from Keel's state and errors to Kafka's.
+//!
+//! One connection: a reader reads size-prefixed frames (refusing any above
+//! [`KafkaConfig::request_bytes_max`]), decodes the header, and spawns the request's handler;
+//! the handlers' answers are written back in request order (Kafka clients pipeline and match
+//! by order as well as correlation id). At most [`KafkaConfig::in_flight_max`] requests of a
+//! connection are being served at once; the reader waits for room. A malformed frame closes
+//! that connection with a log line; answers already owed are written first.
+
+mod admin;
+mod codes;
+mod configs;
+mod fetch;
+mod metadata;
+mod produce;
+mod versions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BufMut;
+use bytes::Bytes;
+use bytes::BytesMut;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::RequestHeader;
+use kafka_protocol::messages::ResponseHeader;
+use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::Encodable;
+use kafka_protocol::protocol::decode_request_header_from_buffer;
+use thiserror::Error;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::node::Node;
+
+pub use configs::BrokerConfig;
+
+/// Settings of a node's Kafka listener.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Largest request frame accepted (`socket.request.max.bytes`, default 100 MiB); a larger
+    /// length prefix closes the connection before anything is read.
+    pub request_bytes_max: usize,
+    /// Requests of one connection served at once (the rest wait in the socket).
+    pub in_flight_max: usize,
+    /// The broker settings clients see (Kafka names) and that govern topic creation and
+    /// produce limits.
+    pub broker: BrokerConfig,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig { request_bytes_max: 100 * 1024 * 1024, in_flight_max: 32, broker: BrokerConfig::default() }
+    }
+}
+
+/// A request that cannot be answered: the connection it came on is closed.
+#[derive(Debug, Error)]
+pub enum FrameError {
+    #[error("frame length {0} is negative or above the limit of {1} bytes")]
+    BadLength(i64, usize),
+    #[error("frame of {0} bytes is too short for a request header")]
+    Short(usize),
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("{api:?} v{version} is not supported (supported: {min}..={max})")]
+    UnsupportedVersion { api: ApiKey, version: i16, min: i16, max: i16 },
+    #[error("{api:?} v{version} is not served by Keel")]
+    NotServed { api: ApiKey, version: i16 },
+    #[error("malformed {what}: {reason}")]
+    Malformed { what: String, reason: String },
+    #[error("encoding the {api:?} v{version} response failed: {reason}")]
+    Encode { api: ApiKey, version: i16, reason: String },
+}
+
+/// One decoded request, ready for its handler.
+pub(crate) struct Request {
+    pub api: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    /// The body, still encoded.
+    pub body: Bytes,
+}
+
+impl Request {
+    pub(crate) fn decode<T: Decodable>(&mut self) -> Result<T, FrameError> {
+        T::decode(&mut self.body, self.version).map_err(|e| FrameError::Malformed {
+            what: format!("{:?} v{} request body", self.api, self.version),
+            reason: format!("{e:#}"),
+        })
+    }
+}
+
+/// What a handler gives back: the encoded response frame (size prefix included), or nothing
+/// (acks=0 produce).
+pub(crate) type Answer = Result<Option<Bytes>, FrameError>;
+
+/// Encodes `[size][response header][body]`.
+pub(crate) fn respond<T: Encodable>(req: &Request, body: &T) -> Answer {
+    respond_with(req.api, req.version, req.api.response_header_version(req.version), req.header.correlation_id, body)
+}
+
+fn respond_with<T: Encodable>(api: ApiKey, version: i16, header_version: i16, correlation_id: i32, body: &T) -> Answer {
+    let encode_err = |e: anyhow::Error| FrameError::Encode { api, version, reason: format!("{e:#}") };
+    let mut buf = BytesMut::with_capacity(128);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, header_version)
+        .map_err(encode_err)?;
+    body.encode(&mut buf, version).map_err(encode_err)?;
+    let n = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&n.to_be_bytes());
+    Ok(Some(buf.freeze()))
+}
+
+/// Serves Kafka clients on `listener` until the node stops.
+pub async fn serve(node: Arc<Node>, listener: tokio::net::TcpListener, config: KafkaConfig) {
+    let config = Arc::new(config);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if node.is_stopped() {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let node = node.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(node, stream, config).await {
+                tracing::info!(%peer, error = %e, "kafka connection closed");
+            }
+        });
+    }
+}
+
+/// Serves one client connection: reads requests, answers them in order.
+async fn serve_connection<S>(node: Arc<Node>, stream: S, config: Arc<KafkaConfig>) -> Result<(), FrameError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::task::JoinHandle<Answer>>(config.in_flight_max.max(1));
+    let write_side = tokio::spawn(async move {
+        while let Some(handle) = rx.recv().await {
+            let answer = match handle.await {
+                Ok(a) => a,
+                Err(e) => Err(FrameError::Malformed { what: "request".into(), reason: format!("handler failed: {e}") }),
+            };
+            match answer {
+                Ok(Some(frame)) => {
+                    if writer.write_all(&frame).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let _ = writer.shutdown().await;
+        Ok(())
+    });
+    let read_result = async {
+        loop {
+            let Some(frame) = read_frame(&mut reader, config.request_bytes_max).await? else {
+                return Ok(());
+            };
+            let request = decode_header(frame)?;
+            let node = node.clone();
+            let config = config.clone();
+            let handle = tokio::spawn(async move { handle(&node, &config, request).await });
+            if tx.send(handle).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    drop(tx);
+    let write_result = write_side.await.unwrap_or(Ok(()));
+    read_result.and(write_result)
+}
+
+/// Reads one size-prefixed frame; `None` at a clean end of stream.
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Option<Bytes>, FrameError> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(_) => return Ok(None),
+    }
+    let len = i32::from_be_bytes(len);
+    if len < 0 || len as usize > max {
+        return Err(FrameError::BadLength(len as i64, max));
+    }
+    let mut frame = BytesMut::zeroed(len as usize);
+    reader.read_exact(&mut frame).await.map_err(|e| FrameError::Malformed {
+        what: format!("frame of {len} bytes"),
+        reason: format!("connection ended inside it: {e}"),
+    })?;
+    Ok(Some(frame.freeze()))
+}
+
+/// Decodes the request header; what remains of the frame is the body.
+fn decode_header(mut frame: Bytes) -> Result<Request, FrameError> {
+    if frame.len() < 8 {
+        return Err(FrameError::Short(frame.len()));
+    }
+    let raw_api = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api = ApiKey::try_from(raw_api).map_err(|_| FrameError::UnknownApi(raw_api))?;
+    if api == ApiKey::ApiVersions && !versions::supports(api, version) {
+        // Answered with a v0 body whatever the version: do not decode a header of a version we
+        // may not know (the correlation id is always at bytes 4..8).
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let header = RequestHeader::default().with_correlation_id(correlation_id).with_request_api_key(raw_api);
+        return Ok(Request { api, version, header, body: Bytes::new() });
+    }
+    let header: RequestHeader = decode_request_header_from_buffer(&mut frame).map_err(|e| FrameError::Malformed {
+        what: format!("{api:?} v{version} request header"),
+        reason: format!("{e:#}"),
+    })?;
+    Ok(Request { api, version, header, body: frame })
+}
+
+/// Routes one request to its handler.
+async fn handle(node: &Arc<Node>, config: &KafkaConfig, mut req: Request) -> Answer {
+    if req.api == ApiKey::ApiVersions {
+        return versions::api_versions(&mut req);
+    }
+    let Some((min, max)) = versions::range(req.api) else {
+        return Err(FrameError::NotServed { api: req.api, version: req.version });
+    };
+    if req.version < min || req.version > max {
+        return Err(FrameError::UnsupportedVersion { api: req.api, version: req.version, min, max });
+    }
+    match req.api {
+        ApiKey::Metadata => metadata::metadata(node, config, &mut req).await,
+        ApiKey::DescribeCluster => metadata::describe_cluster(node, &mut req),
+        ApiKey::Produce => produce::produce(node, config, &mut req).await,
+        ApiKey::Fetch => fetch::fetch(node, &mut req).await,
+        ApiKey::ListOffsets => fetch::list_offsets(node, &mut req),
+        ApiKey::CreateTopics => admin::create_topics(node, config, &mut req).await,
+        ApiKey::DeleteTopics => admin::delete_topics(node, &mut req).await,
+        ApiKey::CreatePartitions => admin::create_partitions(node, &mut req).await,
+        ApiKey::DescribeConfigs => configs::describe_configs(node, config, &mut req),
+        ApiKey::AlterConfigs => configs::alter_configs(node, &mut req).await,
+        ApiKey::IncrementalAlterConfigs => configs::incremental_alter_configs(node, &mut req).await,
+        other => Err(FrameError::NotServed { api: other, version: req.version }),
+    }
+}
