@@ -232,6 +232,45 @@ fn decode_header(mut frame: Bytes) -> Result<Request, FrameError> {
     Ok(Request { api, version, header, body: frame })
 }
 
+/// Decodes one request frame (without its size prefix) completely, header and body, as the
+/// server does before handling it; answers (API, version). For fuzzing and codec tests: no
+/// input may panic.
+pub fn decode_request(frame: Bytes) -> Result<(ApiKey, i16), FrameError> {
+    use kafka_protocol::messages as m;
+    let mut req = decode_header(frame)?;
+    let (api, version) = (req.api, req.version);
+    if api == ApiKey::ApiVersions && !versions::supports(api, version) {
+        return Ok((api, version));
+    }
+    if !versions::supports(api, version) {
+        return Err(match versions::range(api) {
+            Some((min, max)) => FrameError::UnsupportedVersion { api, version, min, max },
+            None => FrameError::NotServed { api, version },
+        });
+    }
+    match api {
+        ApiKey::ApiVersions => drop(req.decode::<m::ApiVersionsRequest>()?),
+        ApiKey::Metadata => drop(req.decode::<m::MetadataRequest>()?),
+        ApiKey::DescribeCluster => drop(req.decode::<m::DescribeClusterRequest>()?),
+        ApiKey::Produce => drop(req.decode::<m::ProduceRequest>()?),
+        ApiKey::Fetch => drop(req.decode::<m::FetchRequest>()?),
+        ApiKey::ListOffsets => drop(req.decode::<m::ListOffsetsRequest>()?),
+        ApiKey::CreateTopics => drop(req.decode::<m::CreateTopicsRequest>()?),
+        ApiKey::DeleteTopics => drop(req.decode::<m::DeleteTopicsRequest>()?),
+        ApiKey::CreatePartitions => drop(req.decode::<m::CreatePartitionsRequest>()?),
+        ApiKey::DescribeConfigs => drop(req.decode::<m::DescribeConfigsRequest>()?),
+        ApiKey::AlterConfigs => drop(req.decode::<m::AlterConfigsRequest>()?),
+        ApiKey::IncrementalAlterConfigs => drop(req.decode::<m::IncrementalAlterConfigsRequest>()?),
+        other => return Err(FrameError::NotServed { api: other, version }),
+    }
+    Ok((api, version))
+}
+
+/// Every API Keel serves with its version range (the ApiVersions table).
+pub fn served_versions() -> Vec<(ApiKey, i16, i16)> {
+    versions::all()
+}
+
 /// Routes one request to its handler.
 async fn handle(node: &Arc<Node>, config: &KafkaConfig, mut req: Request) -> Answer {
     if req.api == ApiKey::ApiVersions {

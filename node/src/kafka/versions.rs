@@ -38,6 +38,10 @@ pub(crate) fn range(api: ApiKey) -> Option<(i16, i16)> {
     (lo <= hi).then_some((lo, hi))
 }
 
+pub(crate) fn all() -> Vec<(ApiKey, i16, i16)> {
+    SERVED.iter().filter_map(|(api, _, _)| range(*api).map(|(lo, hi)| (*api, lo, hi))).collect()
+}
+
 pub(crate) fn supports(api: ApiKey, version: i16) -> bool {
     range(api).is_some_and(|(lo, hi)| (lo..=hi).contains(&version))
 }
