@@ -150,9 +150,9 @@ async fn serve_connection<S>(node: Arc<Node>, stream: S, config: Arc<KafkaConfig
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::task::JoinHandle<Answer>>(config.in_flight_max.max(1));
-    let write_side = tokio::spawn(async move {
+    let mut write_side = tokio::spawn(async move {
         while let Some(handle) = rx.recv().await {
             let answer = match handle.await {
                 Ok(a) => a,
@@ -171,24 +171,39 @@ where
         let _ = writer.shutdown().await;
         Ok(())
     });
-    let read_result = async {
-        loop {
-            let Some(frame) = read_frame(&mut reader, config.request_bytes_max).await? else {
-                return Ok(());
-            };
-            let request = decode_header(frame)?;
-            let node = node.clone();
-            let config = config.clone();
-            let handle = tokio::spawn(async move { handle(&node, &config, request).await });
-            if tx.send(handle).await.is_err() {
-                return Ok(());
-            }
+    let reading = read_requests(reader, tx, node, config);
+    tokio::pin!(reading);
+    tokio::select! {
+        read_result = &mut reading => {
+            // The reader stopped (end of stream or a bad frame): write what is owed, then close.
+            let write_result = (&mut write_side).await.unwrap_or(Ok(()));
+            read_result.and(write_result)
+        }
+        // The writer stopped first (a request that cannot be answered, or the peer went away):
+        // stop reading and close the connection.
+        write_result = &mut write_side => write_result.unwrap_or(Ok(())),
+    }
+}
+
+/// Reads requests and hands each, as a spawned handler, to the writer in order.
+async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
+    mut reader: R,
+    tx: tokio::sync::mpsc::Sender<tokio::task::JoinHandle<Answer>>,
+    node: Arc<Node>,
+    config: Arc<KafkaConfig>,
+) -> Result<(), FrameError> {
+    loop {
+        let Some(frame) = read_frame(&mut reader, config.request_bytes_max).await? else {
+            return Ok(());
+        };
+        let request = decode_header(frame)?;
+        let node = node.clone();
+        let config = config.clone();
+        let handle = tokio::spawn(async move { handle(&node, &config, request).await });
+        if tx.send(handle).await.is_err() {
+            return Ok(());
         }
     }
-    .await;
-    drop(tx);
-    let write_result = write_side.await.unwrap_or(Ok(()));
-    read_result.and(write_result)
 }
 
 /// Reads one size-prefixed frame; `None` at a clean end of stream.
@@ -225,6 +240,13 @@ fn decode_header(mut frame: Bytes) -> Result<Request, FrameError> {
         let header = RequestHeader::default().with_correlation_id(correlation_id).with_request_api_key(raw_api);
         return Ok(Request { api, version, header, body: Bytes::new() });
     }
+    if !versions::supports(api, version) {
+        // Not decoded further: the header's own version follows from the API's version.
+        return Err(match versions::range(api) {
+            Some((min, max)) => FrameError::UnsupportedVersion { api, version, min, max },
+            None => FrameError::NotServed { api, version },
+        });
+    }
     let header: RequestHeader = decode_request_header_from_buffer(&mut frame).map_err(|e| FrameError::Malformed {
         what: format!("{api:?} v{version} request header"),
         reason: format!("{e:#}"),
@@ -239,14 +261,9 @@ pub fn decode_request(frame: Bytes) -> Result<(ApiKey, i16), FrameError> {
     use kafka_protocol::messages as m;
     let mut req = decode_header(frame)?;
     let (api, version) = (req.api, req.version);
-    if api == ApiKey::ApiVersions && !versions::supports(api, version) {
-        return Ok((api, version));
-    }
     if !versions::supports(api, version) {
-        return Err(match versions::range(api) {
-            Some((min, max)) => FrameError::UnsupportedVersion { api, version, min, max },
-            None => FrameError::NotServed { api, version },
-        });
+        // Only ApiVersions gets this far with a version Keel does not serve: answered with v0.
+        return Ok((api, version));
     }
     match api {
         ApiKey::ApiVersions => drop(req.decode::<m::ApiVersionsRequest>()?),
