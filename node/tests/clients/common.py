@@ -74,13 +74,14 @@ class Progress:
 
     def __init__(self, every_s=0.5):
         self.every_s = every_s
+        self.t0 = time.monotonic()
         self.last = 0.0
 
     def maybe(self, **fields):
         now = time.monotonic()
         if now - self.last >= self.every_s:
             self.last = now
-            emit(dict(event="progress", **fields))
+            emit(dict(event="progress", t=round(now - self.t0, 3), **fields))
 
 
 class Pacer:

@@ -142,8 +142,12 @@ def check(records, acked, mode):
     violations = []
     counts = defaultdict(int)
 
+    by_client = defaultdict(lambda: defaultdict(int))
+
     def violation(kind, **detail):
         counts[kind] += 1
+        client = detail.get("client") or str(detail.get("record", detail.get("value", "?"))).split(":")[0]
+        by_client[client][kind] += 1
         if counts[kind] <= VIOLATIONS_SHOWN_PER_KIND:
             violations.append(dict(kind=kind, **detail))
 
@@ -206,7 +210,7 @@ def check(records, acked, mode):
                 violation("per-key-order", client=client, key=key, earlier={"offset": o0, "seq": s0},
                           later={"offset": o1, "seq": s1}, partition=p1)
                 break
-    return violations, dict(counts), duplicates, unacked_present
+    return violations, dict(counts), {c: dict(k) for c, k in by_client.items()}, duplicates, unacked_present
 
 
 def main():
@@ -226,7 +230,7 @@ def main():
     consume = consume_confluent if a.client == "confluent" else consume_kafkapython
     records, low, high, error = consume(a.bootstrap, a.topic, a.partitions, a.timeout)
     consumed_s = time.monotonic() - t0
-    violations, counts, duplicates, unacked_present = check(records or [], acked, a.mode)
+    violations, counts, counts_by_client, duplicates, unacked_present = check(records or [], acked, a.mode)
     if error:
         counts["consume"] = 1
         violations.insert(0, {"kind": "consume", "error": error})
@@ -242,7 +246,8 @@ def main():
           "consumed": len(records or []), "acked": len(acked), "acked_per_client": per_client,
           "duplicates": duplicates, "unacked_present": unacked_present,
           "partitions": {str(p): per_partition[p] for p in sorted(per_partition)},
-          "consume_seconds": round(consumed_s, 3), "violation_counts": counts, "violations": violations})
+          "consume_seconds": round(consumed_s, 3), "violation_counts": counts, "violation_counts_by_client": counts_by_client,
+          "violations": violations})
     sys.exit(1 if counts else 0)
 
 

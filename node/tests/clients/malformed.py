@@ -21,8 +21,9 @@ confluent-kafka's metadata), on a connection of its own:
   produce-bad-crc   the same with a wrong CRC field: the partition's error is 2
                     (CORRUPT_MESSAGE), the high watermark does not move and nothing is consumable.
   garbage-frame     64 seeded random bytes (api key forced outside Kafka's range): closed.
-  garbage-body      a valid Produce v3 header followed by random bytes: closed, or answered with an
-                    error; either way the broker keeps serving (reported, not judged).
+  garbage-body      a valid Produce v3 header followed by 64 seeded random bytes (its
+                    transactional_id length, 14516, runs past the frame): closed (as Kafka does)
+                    or answered with an error, within 10 s; the broker keeps serving.
 
 After each case: a fresh raw connection gets an ApiVersions answer, and confluent-kafka produces
 3 records with acks=all and consumes them back at their acknowledged offsets. Every record this
@@ -407,7 +408,11 @@ class Run:
         msg = struct.pack(">hhi", API_PRODUCE, 3, 5) + string(CLIENT_ID) + rng.randbytes(64)
         s = connect(self.leader())
         s.sendall(struct.pack(">i", len(msg)) + msg)
-        return outcome_after(s)  # either is fine: the broker must only keep serving
+        outcome = outcome_after(s)
+        if outcome.startswith("still open"):  # an undecodable request must not hang its connection
+            self.violation("garbage-body", "Produce v3 with an undecodable body: neither answered nor closed "
+                           "within %ds" % CLOSE_WAIT_S)
+        return outcome
 
 
 def main():

@@ -16,12 +16,25 @@ acknowledged before --timeout.
 """
 
 import argparse
+import json
 import sys
 import time
 
 from common import Pacer, Progress, acked_line, emit, message, require
 
 ck = require("confluent_kafka")
+
+
+def request_stats(text):
+    """Retries and failed requests, from librdkafka's statistics: without idempotence a retry may
+    store a batch twice or behind a later one, so a test that asserts exactly-once order needs
+    these at 0 (and a failure report needs them)."""
+    if not text:
+        return {}
+    brokers = json.loads(text).get("brokers", {}).values()
+    return {"retries": sum(b.get("txretries", 0) for b in brokers),
+            "request_errors": sum(b.get("txerrs", 0) for b in brokers),
+            "request_timeouts": sum(b.get("req_timeouts", 0) for b in brokers)}
 
 
 def main():
@@ -54,6 +67,17 @@ def main():
         out.write(acked_line(client, key, int(seq), msg.partition(), msg.offset()))
         acked += 1
 
+    stats = {}
+
+    def on_stats(text):
+        stats["last"] = text
+
+    client_errors = []
+
+    def on_error(err):  # client-level trouble (broker down, all brokers down), not per message
+        if len(client_errors) < 5:
+            client_errors.append(str(err))
+
     p = ck.Producer({
         "bootstrap.servers": a.bootstrap,
         "client.id": "keel-test-" + a.client,
@@ -66,6 +90,9 @@ def main():
         "message.timeout.ms": a.message_timeout_ms,
         "request.timeout.ms": 10_000,
         "topic.metadata.refresh.interval.ms": 5_000,
+        "statistics.interval.ms": 500,
+        "stats_cb": on_stats,
+        "error_cb": on_error,
     })
     deadline = time.monotonic() + a.timeout
     progress = Progress()
@@ -90,9 +117,13 @@ def main():
         p.flush(0.5)
         progress.maybe(sent=a.count, acked=acked, failed=failed)
     left = len(p)
+    seconds = time.monotonic() - t0
+    p.poll(0.6)  # one more statistics report, covering the end
     out.close()
     summary = {"event": "summary", "client": a.client, "count": a.count, "acked": acked, "failed": failed,
-               "unanswered": left, "errors": errors, "seconds": round(time.monotonic() - t0, 3)}
+               "unanswered": left, "errors": errors, "client_errors": client_errors,
+               "seconds": round(seconds, 3)}
+    summary.update(request_stats(stats.get("last")))
     emit(summary)
     sys.exit(0 if acked == a.count else 1)
 

@@ -20,6 +20,23 @@ from common import Progress, acked_line, emit, message, require
 kafka = require("kafka")
 
 
+class RetryLog(logging.Handler):
+    """Counts kafka-python's "retrying" warnings (its sender logs one per retried batch): without
+    idempotence a retry may store a batch twice or behind a later one."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.retries = 0
+        self.first = []
+
+    def emit(self, record):
+        text = record.getMessage()
+        if "retrying" in text.lower():
+            self.retries += 1
+            if len(self.first) < 3:
+                self.first.append(text)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bootstrap", required=True)
@@ -32,7 +49,9 @@ def main():
     ap.add_argument("--delivery-timeout-ms", type=int, default=120_000)
     ap.add_argument("--timeout", type=float, default=300, help="seconds for everything")
     a = ap.parse_args()
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    retry_log = RetryLog()
+    logging.getLogger("kafka").addHandler(retry_log)
 
     lock = threading.Lock()  # callbacks run on the sender thread
     acked_lines = []
@@ -81,6 +100,7 @@ def main():
             out.writelines(acked_lines)
     emit({"event": "summary", "client": a.client, "count": a.count, "acked": acked, "failed": fails,
           "unanswered": a.count - acked - fails, "errors": errors,
+          "retries": retry_log.retries, "first_retries": retry_log.first,
           "seconds": round(time.monotonic() - t0, 3)})
     sys.exit(0 if acked == a.count else 1)
 
