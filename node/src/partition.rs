@@ -193,17 +193,53 @@ impl Replica {
 
     /// Appends one producer batch with acks=all semantics.
     pub async fn append(&self, bytes: Bytes) -> Result<Appended, AppendError> {
-        let header = batch::validate(&bytes, self.batch_bytes_max).map_err(|e| match e {
+        let header = self.check(&bytes)?;
+        if cfg!(feature = "canary-ack-without-quorum") {
+            return self.canary_append_without_quorum(bytes, header.crc).await;
+        }
+        Self::committed(self.raft.client_write(Batch(bytes)).await)
+    }
+
+    /// Appends one producer batch with Kafka's acks=1 semantics: answered once this replica,
+    /// the leader, holds it fsynced — before a quorum does, so a leader failure right after
+    /// may lose it. The entry still commits through Raft as usual; if this replica's own
+    /// durability is not observed first, the commit answers.
+    pub async fn append_leader_durable(&self, bytes: Bytes) -> Result<Appended, AppendError> {
+        self.check(&bytes)?;
+        let local = self.log.watch_local(&bytes);
+        let write = self.raft.client_write(Batch(bytes));
+        tokio::pin!(write);
+        tokio::select! {
+            biased;
+            result = &mut write => Self::committed(result),
+            Ok(meta) = local => Ok(Appended {
+                base_offset: meta.base_offset,
+                offset_count: meta.offset_count,
+                leader_epoch: meta.term,
+            }),
+        }
+    }
+
+    /// Checks a producer batch before it is proposed.
+    fn check(&self, bytes: &Bytes) -> Result<batch::BatchHeader, AppendError> {
+        let header = batch::validate(bytes, self.batch_bytes_max).map_err(|e| match e {
             batch::BatchError::TooLarge(n) => AppendError::TooLarge(n),
             other => AppendError::Corrupt(other.to_string()),
         })?;
         if header.is_control() {
             return Err(AppendError::Corrupt("producers may not write control batches".into()));
         }
-        if cfg!(feature = "canary-ack-without-quorum") {
-            return self.canary_append_without_quorum(bytes, header.crc).await;
-        }
-        match self.raft.client_write(Batch(bytes)).await {
+        Ok(header)
+    }
+
+    /// Maps openraft's answer to a client write.
+    fn committed(
+        result: Result<
+            openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
+            RaftError<crate::raft::TypeConfig, ClientWriteError<crate::raft::TypeConfig>>,
+        >,
+    ) -> Result<Appended, AppendError> {
+        match result {
             Ok(resp) => match resp.data {
                 Response::Partition(a) => Ok(Appended {
                     base_offset: a.base_offset,

@@ -3,9 +3,9 @@
 //! `partitionLeaderEpoch`, which the CRC does not cover, are rewritten).
 //!
 //! acks=-1 answers once the batch is committed: a quorum holds it fsynced and it is applied.
-//! acks=1 is answered the same way today — stronger than Kafka's "the leader wrote it", and
-//! documented so. acks=0 appends and sends nothing back. The partitions of one request are
-//! appended concurrently.
+//! acks=1 answers once the leader holds it fsynced (Kafka's acks=1, weaker: a leader failure
+//! right after may lose it). acks=0 appends and sends nothing back. The partitions of one
+//! request are appended concurrently.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,31 @@ pub(crate) async fn produce(node: &Arc<Node>, config: &KafkaConfig, req: &mut Re
     let request: ProduceRequest = req.decode()?;
     let v = req.version;
     let timeout = Duration::from_millis(request.timeout_ms.max(1) as u64).min(PRODUCE_TIMEOUT_MAX);
+    let acks = request.acks;
+    if !(-1..=1).contains(&acks) {
+        // Kafka's answer: every partition refused, nothing appended.
+        let topics = request
+            .topic_data
+            .into_iter()
+            .map(|td| {
+                let partitions = td
+                    .partition_data
+                    .iter()
+                    .map(|pd| {
+                        PartitionProduceResponse::default()
+                            .with_index(pd.index)
+                            .with_base_offset(-1)
+                            .with_error_code(ResponseError::InvalidRequiredAcks.code())
+                    })
+                    .collect();
+                TopicProduceResponse::default()
+                    .with_name(td.name)
+                    .with_topic_id(if v >= 13 { td.topic_id } else { Default::default() })
+                    .with_partition_responses(partitions)
+            })
+            .collect();
+        return respond(req, &ProduceResponse::default().with_responses(topics));
+    }
     let mut topics = Vec::new();
     for td in request.topic_data {
         // Resolve every partition first (one metadata lookup per topic), then append them all.
@@ -77,7 +102,7 @@ pub(crate) async fn produce(node: &Arc<Node>, config: &KafkaConfig, req: &mut Re
             let response = PartitionProduceResponse::default().with_index(index).with_base_offset(-1);
             match target {
                 Err(code) => response.with_error_code(code.code()),
-                Ok(target) => append(node, target, records, timeout, v).await.with_index(index),
+                Ok(target) => append(node, target, records, acks, timeout, v).await.with_index(index),
             }
         }))
         .await;
@@ -104,6 +129,7 @@ async fn append(
     node: &Arc<Node>,
     target: Target,
     records: Option<Bytes>,
+    acks: i16,
     timeout: Duration,
     v: i16,
 ) -> PartitionProduceResponse {
@@ -139,7 +165,10 @@ async fn append(
     if let Some(reason) = replica.failed() {
         return fail(ResponseError::KafkaStorageError, format!("partition stopped: {reason}"));
     }
-    match tokio::time::timeout(timeout, replica.append(records)).await {
+    let appended = async {
+        if acks == 1 { replica.append_leader_durable(records).await } else { replica.append(records).await }
+    };
+    match tokio::time::timeout(timeout, appended).await {
         Ok(Ok(appended)) => {
             let mut r = PartitionProduceResponse::default()
                 .with_base_offset(appended.base_offset as i64)

@@ -23,12 +23,15 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
 
+use bytes::Bytes;
+use keel_core::log::EntryMeta;
 use keel_core::log::LogConfig;
 use keel_core::log::LogError;
 use keel_core::log::PartitionLog;
 use keel_core::log::RecoveryReport;
 use keel_core::storage::Op;
 use keel_core::storage::Storage;
+use openraft::EntryPayload;
 use openraft::OptionalSend;
 use openraft::entry::RaftEntry;
 use openraft::storage::IOFlushed;
@@ -36,6 +39,7 @@ use openraft::storage::LogState;
 use openraft::storage::RaftLogReader;
 use openraft::storage::RaftLogStorage;
 
+use super::Batch;
 use super::Entry;
 use super::LogId;
 use super::TypeConfig;
@@ -64,6 +68,17 @@ pub struct LogShared {
     wakeup: tokio::sync::Notify,
     /// One sync at a time, so durability only moves forward.
     sync_lock: tokio::sync::Mutex<()>,
+    /// acks=1 producers waiting for their batch to be durable in this log (see
+    /// [`LogShared::watch_local`]).
+    local: Mutex<Vec<LocalWaiter>>,
+}
+
+/// One batch whose local durability someone awaits, named by the identity of its bytes.
+struct LocalWaiter {
+    ptr: usize,
+    len: usize,
+    appended: Option<EntryMeta>,
+    tx: tokio::sync::oneshot::Sender<EntryMeta>,
 }
 
 impl LogShared {
@@ -74,6 +89,60 @@ impl LogShared {
 
     fn hard(&self) -> MutexGuard<'_, HardState> {
         self.hard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn local(&self) -> MutexGuard<'_, Vec<LocalWaiter>> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers once `batch` — these very bytes, as handed to openraft — is appended to this log
+    /// *and* fsynced: the leader's durable local append (acks=1). The receiver never answers if
+    /// the batch is not appended here (this replica is not the leader, or openraft refused it);
+    /// callers race it against the commit.
+    pub fn watch_local(&self, batch: &Bytes) -> tokio::sync::oneshot::Receiver<EntryMeta> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut local = self.local();
+        local.retain(|w| !w.tx.is_closed());
+        local.push(LocalWaiter { ptr: batch.as_ptr() as usize, len: batch.len(), appended: None, tx });
+        rx
+    }
+
+    /// Notes where a watched batch landed.
+    fn note_appended(&self, payload: &Bytes, meta: EntryMeta) {
+        let mut local = self.local();
+        if local.is_empty() {
+            return;
+        }
+        let (ptr, len) = (payload.as_ptr() as usize, payload.len());
+        if let Some(w) = local.iter_mut().find(|w| w.ptr == ptr && w.len == len && w.appended.is_none()) {
+            w.appended = Some(meta);
+        }
+    }
+
+    /// Answers the watchers whose batches are now durable; forgets the abandoned ones and those
+    /// whose entries were truncated away.
+    fn settle_local(&self) {
+        let durable = self.log().durable_index();
+        let mut local = self.local();
+        if local.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        while i < local.len() {
+            let ready = local[i].appended.is_some_and(|m| durable.is_some_and(|d| m.index <= d));
+            if ready || local[i].tx.is_closed() {
+                let w = local.swap_remove(i);
+                if let (true, Some(meta)) = (ready, w.appended) {
+                    let _ = w.tx.send(meta);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn forget_local_from(&self, index: u64) {
+        self.local().retain(|w| w.appended.is_none_or(|m| m.index < index));
     }
 
     fn pending(&self) -> MutexGuard<'_, VecDeque<IOFlushed<TypeConfig>>> {
@@ -127,6 +196,7 @@ impl LogShared {
         for cb in done {
             cb.io_completed(Ok(()));
         }
+        self.settle_local();
         Ok(())
     }
 
@@ -173,6 +243,7 @@ impl LogStore {
             pending: Mutex::new(VecDeque::new()),
             wakeup: tokio::sync::Notify::new(),
             sync_lock: tokio::sync::Mutex::new(()),
+            local: Mutex::new(Vec::new()),
         });
         Ok((LogStore { shared }, report))
     }
@@ -262,7 +333,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut log = self.shared.log();
             for entry in entries {
                 let (term, bytes) = entry_codec::encode(&entry)?;
-                log.append(entry.index(), term, bytes, now_ms).map_err(io_err)?;
+                let meta = log.append(entry.index(), term, bytes, now_ms).map_err(io_err)?;
+                if let EntryPayload::Normal(Batch(payload)) = &entry.payload {
+                    self.shared.note_appended(payload, meta);
+                }
             }
             if cfg!(feature = "canary-ack-before-fsync") {
                 // CANARY: reports the entries durable before any fsync.
@@ -285,6 +359,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             from -= 1;
         }
         self.shared.log().truncate_from(from).map_err(io_err)?;
+        self.shared.forget_local_from(from);
         Ok(())
     }
 
