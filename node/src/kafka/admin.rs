@@ -196,7 +196,7 @@ pub(crate) async fn create_partitions(node: &Arc<Node>, req: &mut Request) -> An
     let mut results = Vec::new();
     for t in request.topics {
         let name = t.name.0.as_str().to_string();
-        let outcome = if t.assignments.is_some() {
+        let outcome = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
             Err((
                 ResponseError::InvalidReplicaAssignment,
                 "manual replica assignment is not supported; Keel places replicas".to_string(),
