@@ -17,7 +17,7 @@ Output: progress and results are JSON objects, one per line, on stdout; the last
 "event": "summary" (producers), "check" (consume_check) or "malformed". A program exits 0 only if
 it saw no violation; otherwise it exits 1 and its summary lists the first offending records.
 Acknowledged records go to an --out file as JSON lines {"c", "k", "s", "p", "o"}: client, key,
-seq, and the partition and offset the broker acknowledged.
+seq, and the partition and offset the broker acknowledged (produce_confluent.py adds "t", when).
 """
 
 import importlib
@@ -64,8 +64,13 @@ def parse_value(value):
         return None
 
 
-def acked_line(client, key, seq, partition, offset):
-    return json.dumps({"c": client, "k": key, "s": seq, "p": partition, "o": offset}) + "\n"
+def acked_line(client, key, seq, partition, offset, t=None):
+    """One acknowledged record; `t`: when the acknowledgement arrived (seconds since the producer
+    started), which the failover test uses to measure how long a partition went unacknowledged."""
+    r = {"c": client, "k": key, "s": seq, "p": partition, "o": offset}
+    if t is not None:
+        r["t"] = round(t, 3)
+    return json.dumps(r) + "\n"
 
 
 class Progress:

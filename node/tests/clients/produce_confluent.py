@@ -55,6 +55,7 @@ def main():
     failed = 0
     acked = 0
     out = open(a.out, "w")
+    t0 = time.monotonic()
 
     def on_delivery(err, msg):
         nonlocal failed, acked
@@ -64,7 +65,7 @@ def main():
                 errors.append({"key": msg.key().decode(), "value": msg.value().decode(), "error": str(err)})
             return
         client, key, seq = msg.value().decode().split(":")
-        out.write(acked_line(client, key, int(seq), msg.partition(), msg.offset()))
+        out.write(acked_line(client, key, int(seq), msg.partition(), msg.offset(), time.monotonic() - t0))
         acked += 1
 
     stats = {}
@@ -97,7 +98,6 @@ def main():
     deadline = time.monotonic() + a.timeout
     progress = Progress()
     pacer = Pacer(a.rate)
-    t0 = time.monotonic()
     for i in range(a.count):
         pacer.wait(i)
         key, value, _ = message(a.client, i, a.keys)
