@@ -165,9 +165,8 @@ async fn append(
     if let Some(reason) = replica.failed() {
         return fail(ResponseError::KafkaStorageError, format!("partition stopped: {reason}"));
     }
-    let appended = async {
-        if acks == 1 { replica.append_leader_durable(records).await } else { replica.append(records).await }
-    };
+    let appended =
+        async { if acks == 1 { replica.append_leader_durable(records).await } else { replica.append(records).await } };
     match tokio::time::timeout(timeout, appended).await {
         Ok(Ok(appended)) => {
             let mut r = PartitionProduceResponse::default()

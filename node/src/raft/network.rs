@@ -84,7 +84,7 @@ impl RaftNetworkFactory<TypeConfig> for NetFactory {
     type Network = NetClient;
 
     async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> NetClient {
-        NetClient { transport: self.transport.clone(), group: self.group, target }
+        NetClient { transport: self.transport.clone(), group: self.group, target, last_commit: None }
     }
 }
 
@@ -95,6 +95,8 @@ pub struct NetClient {
     transport: Transport,
     group: u64,
     target: u64,
+    /// The commit index the last AppendEntries to this peer carried.
+    last_commit: Option<super::LogId>,
 }
 
 fn rpc_error(e: TransportError) -> RPCError<TypeConfig> {
@@ -126,8 +128,14 @@ impl RaftNetworkV2<TypeConfig> for NetClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        // The metadata group's heartbeats go alone: the batch serves partition groups.
+        // Only pure heartbeats wait for a batch: an empty AppendEntries that moves the commit
+        // index forward goes at once, since the peer's progress — and the next entries the
+        // leader sends on this stream — wait for its answer. The metadata group's heartbeats go
+        // alone: the batch serves partition groups.
+        let moves_commit = rpc.leader_commit != self.last_commit;
+        self.last_commit = rpc.leader_commit;
         if rpc.entries.is_empty()
+            && !moves_commit
             && self.group != keel_core::metadata::METADATA_GROUP
             && let Some(batcher) = heartbeat::batcher(&self.transport)
         {
