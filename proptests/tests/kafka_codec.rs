@@ -1,0 +1,745 @@
+//! The Kafka listener's request decoding (`keel_node::kafka::decode_request`) against requests
+//! encoded the way clients encode them (the `kafka-protocol` crate's client-side encoders).
+//!
+//! What it protects: STYLE rule 7 (decoding bytes from the network never panics) and the
+//! listener's contract with clients: every version it announces in ApiVersions is decoded (with
+//! random strings, arrays, null values and unknown tagged fields where the version has them);
+//! a cut-off frame is refused with the right error; an unknown API or a version outside the
+//! served range is refused before the body is read, except ApiVersions, which answers any
+//! version so that a client can learn the ranges.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, BrokerId, DescribeClusterRequest, RequestHeader, TopicName, TransactionalId,
+    alter_configs_request as alter, create_partitions_request as cpart, create_topics_request as ctopic,
+    delete_topics_request as dtopic, describe_configs_request as dconf, fetch_request as fetch,
+    incremental_alter_configs_request as ialter, list_offsets_request as loff, metadata_request as meta,
+    produce_request as produce,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, decode_request_header_from_buffer};
+use keel_node::kafka::{FrameError, decode_request, served_versions};
+use proptest::collection::{btree_map, vec};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::strategy::BoxedStrategy;
+use proptest::test_runner::{Config, TestError, TestRunner};
+use uuid::Uuid;
+
+/// Cases per (API, version): 81 versions are served, so about 2,600 requests in all.
+const CASES_PER_VERSION: u32 = 32;
+/// Random cut points per request (besides the last byte and the header's end).
+const CUTS_PER_REQUEST: usize = 6;
+/// Tags of the unknown tagged fields we add: far above every tag the schemas define (0..=3).
+const UNKNOWN_TAGS: std::ops::Range<i32> = 1000..1064;
+/// Request header fields of fixed size: API key, API version, correlation id.
+const FIXED_HEADER_BYTES: usize = 8;
+
+// ---- Field generators -------------------------------------------------------------------------
+
+/// Any Unicode text (multi-byte characters included), as the protocol's strings carry UTF-8.
+fn text() -> BoxedStrategy<StrBytes> {
+    prop_oneof![
+        3 => "[a-z0-9._-]{0,12}",
+        1 => "\\PC{0,8}",
+    ]
+    .prop_map(StrBytes::from_string)
+    .boxed()
+}
+
+fn topic() -> BoxedStrategy<TopicName> {
+    text().prop_map(TopicName).boxed()
+}
+
+fn bytes(len_max: usize) -> BoxedStrategy<Bytes> {
+    vec(any::<u8>(), 0..=len_max).prop_map(Bytes::from).boxed()
+}
+
+fn uuid() -> BoxedStrategy<Uuid> {
+    prop_oneof![1 => Just(Uuid::nil()), 3 => any::<u128>().prop_map(Uuid::from_u128)].boxed()
+}
+
+/// Unknown tagged fields, which a receiver must keep and skip; only flexible versions have any.
+fn tags(flexible: bool) -> BoxedStrategy<BTreeMap<i32, Bytes>> {
+    if flexible { btree_map(UNKNOWN_TAGS, bytes(6), 0..3).boxed() } else { Just(BTreeMap::new()).boxed() }
+}
+
+fn list<T: Debug + 'static>(element: BoxedStrategy<T>, len_max: usize) -> BoxedStrategy<Vec<T>> {
+    vec(element, 0..=len_max).boxed()
+}
+
+// ---- One generator per served API: a field is set only in the versions that have it ---------
+
+fn api_versions(v: i16, flex: bool) -> BoxedStrategy<ApiVersionsRequest> {
+    (text(), text(), tags(flex))
+        .prop_map(move |(name, version, tags)| {
+            let mut r = ApiVersionsRequest::default();
+            if v >= 3 {
+                r.client_software_name = name;
+                r.client_software_version = version;
+            }
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+fn metadata(v: i16, flex: bool) -> BoxedStrategy<meta::MetadataRequest> {
+    let topic = (uuid(), proptest::option::weighted(0.8, topic()), tags(flex)).prop_map(move |(id, name, tags)| {
+        let mut t = meta::MetadataRequestTopic::default();
+        if v >= 10 {
+            t.topic_id = id;
+            t.name = name; // nullable from v10
+        } else {
+            t.name = Some(name.unwrap_or_default());
+        }
+        t.unknown_tagged_fields = tags;
+        t
+    });
+    let topics = proptest::option::weighted(0.8, list(topic.boxed(), 3));
+    (topics, any::<[bool; 3]>(), tags(flex))
+        .prop_map(move |(topics, [auto_create, cluster_ops, topic_ops], tags)| {
+            let mut r = meta::MetadataRequest::default();
+            r.topics = if v >= 1 { topics } else { Some(topics.unwrap_or_default()) }; // null = all, from v1
+            if v >= 4 {
+                r.allow_auto_topic_creation = auto_create;
+            }
+            if (8..=10).contains(&v) {
+                r.include_cluster_authorized_operations = cluster_ops;
+            }
+            if v >= 8 {
+                r.include_topic_authorized_operations = topic_ops;
+            }
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+fn describe_cluster(v: i16, flex: bool) -> BoxedStrategy<DescribeClusterRequest> {
+    (any::<bool>(), any::<i8>(), any::<bool>(), tags(flex))
+        .prop_map(move |(cluster_ops, endpoint_type, fenced, tags)| {
+            let mut r = DescribeClusterRequest::default();
+            r.include_cluster_authorized_operations = cluster_ops;
+            if v >= 1 {
+                r.endpoint_type = endpoint_type;
+            }
+            if v >= 2 {
+                r.include_fenced_brokers = fenced;
+            }
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+fn produce(flex: bool) -> BoxedStrategy<produce::ProduceRequest> {
+    // The records are opaque bytes here (Keel checks batches when it handles the request).
+    let partition =
+        (any::<i32>(), proptest::option::weighted(0.9, bytes(48)), tags(flex)).prop_map(|(index, records, tags)| {
+            let mut p = produce::PartitionProduceData::default();
+            p.index = index;
+            p.records = records;
+            p.unknown_tagged_fields = tags;
+            p
+        });
+    let topic = (topic(), list(partition.boxed(), 3), tags(flex)).prop_map(|(name, partitions, tags)| {
+        let mut t = produce::TopicProduceData::default();
+        t.name = name; // v3-12 (v13 names topics by id; Keel serves up to v12)
+        t.partition_data = partitions;
+        t.unknown_tagged_fields = tags;
+        t
+    });
+    let transactional_id = proptest::option::of(text().prop_map(TransactionalId));
+    (transactional_id, any::<i16>(), any::<i32>(), list(topic.boxed(), 3), tags(flex))
+        .prop_map(|(transactional_id, acks, timeout_ms, topics, tags)| {
+            let mut r = produce::ProduceRequest::default();
+            r.transactional_id = transactional_id;
+            r.acks = acks;
+            r.timeout_ms = timeout_ms;
+            r.topic_data = topics;
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+fn fetch(v: i16, flex: bool) -> BoxedStrategy<fetch::FetchRequest> {
+    let partition = (
+        (any::<i32>(), any::<i32>(), any::<i64>(), any::<i32>()),
+        (any::<i64>(), any::<i32>(), uuid(), any::<i64>()),
+        tags(flex),
+    )
+        .prop_map(move |((partition, leader_epoch, offset, last_epoch), (log_start, max_bytes, dir, hw), tags)| {
+            let mut p = fetch::FetchPartition::default();
+            p.partition = partition;
+            if v >= 9 {
+                p.current_leader_epoch = leader_epoch;
+            }
+            p.fetch_offset = offset;
+            if v >= 12 {
+                p.last_fetched_epoch = last_epoch;
+            }
+            if v >= 5 {
+                p.log_start_offset = log_start;
+            }
+            p.partition_max_bytes = max_bytes;
+            if v >= 17 {
+                p.replica_directory_id = dir; // tagged
+            }
+            if v >= 18 {
+                p.high_watermark = hw; // tagged
+            }
+            p.unknown_tagged_fields = tags;
+            p
+        });
+    let fetch_topic =
+        (topic(), uuid(), list(partition.boxed(), 3), tags(flex)).prop_map(move |(name, id, parts, tags)| {
+            let mut t = fetch::FetchTopic::default();
+            if v <= 12 {
+                t.topic = name;
+            } else {
+                t.topic_id = id;
+            }
+            t.partitions = parts;
+            t.unknown_tagged_fields = tags;
+            t
+        });
+    let forgotten =
+        (topic(), uuid(), list(any::<i32>().boxed(), 3), tags(flex)).prop_map(move |(name, id, parts, tags)| {
+            let mut t = fetch::ForgottenTopic::default();
+            if v <= 12 {
+                t.topic = name;
+            } else {
+                t.topic_id = id;
+            }
+            t.partitions = parts;
+            t.unknown_tagged_fields = tags;
+            t
+        });
+    let replica_state = (any::<i32>(), any::<i64>(), tags(flex)).prop_map(|(id, epoch, tags)| {
+        let mut s = fetch::ReplicaState::default();
+        s.replica_id = BrokerId(id);
+        s.replica_epoch = epoch;
+        s.unknown_tagged_fields = tags;
+        s
+    });
+    (
+        (proptest::option::of(text()), any::<i32>(), replica_state, any::<[i32; 3]>(), any::<i8>()),
+        (any::<[i32; 2]>(), list(fetch_topic.boxed(), 3), list(forgotten.boxed(), 2), text(), tags(flex)),
+    )
+        .prop_map(
+            move |(
+                (cluster_id, replica_id, replica_state, [max_wait_ms, min_bytes, max_bytes], isolation),
+                ([session_id, session_epoch], topics, forgotten, rack, tags),
+            )| {
+                let mut r = fetch::FetchRequest::default();
+                if v >= 12 {
+                    r.cluster_id = cluster_id; // tagged
+                }
+                if v <= 14 {
+                    r.replica_id = BrokerId(replica_id);
+                } else {
+                    r.replica_state = replica_state; // tagged
+                }
+                r.max_wait_ms = max_wait_ms;
+                r.min_bytes = min_bytes;
+                r.max_bytes = max_bytes;
+                r.isolation_level = isolation;
+                if v >= 7 {
+                    r.session_id = session_id;
+                    r.session_epoch = session_epoch;
+                    r.forgotten_topics_data = forgotten;
+                }
+                r.topics = topics;
+                if v >= 11 {
+                    r.rack_id = rack;
+                }
+                r.unknown_tagged_fields = tags;
+                r
+            },
+        )
+        .boxed()
+}
+
+fn list_offsets(v: i16, flex: bool) -> BoxedStrategy<loff::ListOffsetsRequest> {
+    let partition = (any::<i32>(), any::<i32>(), any::<i64>(), tags(flex)).prop_map(
+        move |(index, leader_epoch, timestamp, tags)| {
+            let mut p = loff::ListOffsetsPartition::default();
+            p.partition_index = index;
+            if v >= 4 {
+                p.current_leader_epoch = leader_epoch;
+            }
+            p.timestamp = timestamp;
+            p.unknown_tagged_fields = tags;
+            p
+        },
+    );
+    let topic = (topic(), list(partition.boxed(), 3), tags(flex)).prop_map(|(name, parts, tags)| {
+        let mut t = loff::ListOffsetsTopic::default();
+        t.name = name;
+        t.partitions = parts;
+        t.unknown_tagged_fields = tags;
+        t
+    });
+    (any::<i32>(), any::<i8>(), list(topic.boxed(), 3), any::<i32>(), tags(flex))
+        .prop_map(move |(replica_id, isolation, topics, timeout_ms, tags)| {
+            let mut r = loff::ListOffsetsRequest::default();
+            r.replica_id = BrokerId(replica_id);
+            if v >= 2 {
+                r.isolation_level = isolation;
+            }
+            r.topics = topics;
+            if v >= 10 {
+                r.timeout_ms = timeout_ms;
+            }
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+fn create_topics(flex: bool) -> BoxedStrategy<ctopic::CreateTopicsRequest> {
+    let assignment = (any::<i32>(), list(any::<i32>().prop_map(BrokerId).boxed(), 3), tags(flex)).prop_map(
+        |(index, brokers, tags)| {
+            let mut a = ctopic::CreatableReplicaAssignment::default();
+            a.partition_index = index;
+            a.broker_ids = brokers;
+            a.unknown_tagged_fields = tags;
+            a
+        },
+    );
+    let config = (text(), proptest::option::of(text()), tags(flex)).prop_map(|(name, value, tags)| {
+        let mut c = ctopic::CreatableTopicConfig::default();
+        c.name = name;
+        c.value = value;
+        c.unknown_tagged_fields = tags;
+        c
+    });
+    let topic = (topic(), any::<i32>(), any::<i16>(), list(assignment.boxed(), 2), list(config.boxed(), 2), tags(flex))
+        .prop_map(|(name, partitions, rf, assignments, configs, tags)| {
+            let mut t = ctopic::CreatableTopic::default();
+            t.name = name;
+            t.num_partitions = partitions;
+            t.replication_factor = rf;
+            t.assignments = assignments;
+            t.configs = configs;
+            t.unknown_tagged_fields = tags;
+            t
+        });
+    (list(topic.boxed(), 3), any::<i32>(), any::<bool>(), tags(flex))
+        .prop_map(|(topics, timeout_ms, validate_only, tags)| {
+            let mut r = ctopic::CreateTopicsRequest::default();
+            r.topics = topics;
+            r.timeout_ms = timeout_ms;
+            r.validate_only = validate_only;
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+fn delete_topics(v: i16, flex: bool) -> BoxedStrategy<dtopic::DeleteTopicsRequest> {
+    let state = (proptest::option::of(topic()), uuid(), tags(flex)).prop_map(|(name, id, tags)| {
+        let mut s = dtopic::DeleteTopicState::default();
+        s.name = name;
+        s.topic_id = id;
+        s.unknown_tagged_fields = tags;
+        s
+    });
+    (list(state.boxed(), 3), list(topic(), 3), any::<i32>(), tags(flex))
+        .prop_map(move |(states, names, timeout_ms, tags)| {
+            let mut r = dtopic::DeleteTopicsRequest::default();
+            if v >= 6 {
+                r.topics = states;
+            } else {
+                r.topic_names = names;
+            }
+            r.timeout_ms = timeout_ms;
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+fn create_partitions(flex: bool) -> BoxedStrategy<cpart::CreatePartitionsRequest> {
+    let assignment = (list(any::<i32>().prop_map(BrokerId).boxed(), 3), tags(flex)).prop_map(|(brokers, tags)| {
+        let mut a = cpart::CreatePartitionsAssignment::default();
+        a.broker_ids = brokers;
+        a.unknown_tagged_fields = tags;
+        a
+    });
+    let topic = (topic(), any::<i32>(), proptest::option::of(list(assignment.boxed(), 2)), tags(flex)).prop_map(
+        |(name, count, assignments, tags)| {
+            let mut t = cpart::CreatePartitionsTopic::default();
+            t.name = name;
+            t.count = count;
+            t.assignments = assignments;
+            t.unknown_tagged_fields = tags;
+            t
+        },
+    );
+    (list(topic.boxed(), 3), any::<i32>(), any::<bool>(), tags(flex))
+        .prop_map(|(topics, timeout_ms, validate_only, tags)| {
+            let mut r = cpart::CreatePartitionsRequest::default();
+            r.topics = topics;
+            r.timeout_ms = timeout_ms;
+            r.validate_only = validate_only;
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+fn describe_configs(v: i16, flex: bool) -> BoxedStrategy<dconf::DescribeConfigsRequest> {
+    let resource = (any::<i8>(), text(), proptest::option::of(list(text(), 3)), tags(flex)).prop_map(
+        |(kind, name, keys, tags)| {
+            let mut r = dconf::DescribeConfigsResource::default();
+            r.resource_type = kind;
+            r.resource_name = name;
+            r.configuration_keys = keys;
+            r.unknown_tagged_fields = tags;
+            r
+        },
+    );
+    (list(resource.boxed(), 3), any::<bool>(), any::<bool>(), tags(flex))
+        .prop_map(move |(resources, synonyms, documentation, tags)| {
+            let mut r = dconf::DescribeConfigsRequest::default();
+            r.resources = resources;
+            r.include_synonyms = synonyms;
+            if v >= 3 {
+                r.include_documentation = documentation;
+            }
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+fn alter_configs(flex: bool) -> BoxedStrategy<alter::AlterConfigsRequest> {
+    let config = (text(), proptest::option::of(text()), tags(flex)).prop_map(|(name, value, tags)| {
+        let mut c = alter::AlterableConfig::default();
+        c.name = name;
+        c.value = value;
+        c.unknown_tagged_fields = tags;
+        c
+    });
+    let resource =
+        (any::<i8>(), text(), list(config.boxed(), 3), tags(flex)).prop_map(|(kind, name, configs, tags)| {
+            let mut r = alter::AlterConfigsResource::default();
+            r.resource_type = kind;
+            r.resource_name = name;
+            r.configs = configs;
+            r.unknown_tagged_fields = tags;
+            r
+        });
+    (list(resource.boxed(), 3), any::<bool>(), tags(flex))
+        .prop_map(|(resources, validate_only, tags)| {
+            let mut r = alter::AlterConfigsRequest::default();
+            r.resources = resources;
+            r.validate_only = validate_only;
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+fn incremental_alter_configs(flex: bool) -> BoxedStrategy<ialter::IncrementalAlterConfigsRequest> {
+    let config = (text(), any::<i8>(), proptest::option::of(text()), tags(flex)).prop_map(|(name, op, value, tags)| {
+        let mut c = ialter::AlterableConfig::default();
+        c.name = name;
+        c.config_operation = op;
+        c.value = value;
+        c.unknown_tagged_fields = tags;
+        c
+    });
+    let resource =
+        (any::<i8>(), text(), list(config.boxed(), 3), tags(flex)).prop_map(|(kind, name, configs, tags)| {
+            let mut r = ialter::AlterConfigsResource::default();
+            r.resource_type = kind;
+            r.resource_name = name;
+            r.configs = configs;
+            r.unknown_tagged_fields = tags;
+            r
+        });
+    (list(resource.boxed(), 3), any::<bool>(), tags(flex))
+        .prop_map(|(resources, validate_only, tags)| {
+            let mut r = ialter::IncrementalAlterConfigsRequest::default();
+            r.resources = resources;
+            r.validate_only = validate_only;
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+// ---- A request of any served API ---------------------------------------------------------------
+
+/// One request body of each API Keel serves, with the generic codec operations on it.
+macro_rules! bodies {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        #[derive(Debug, Clone)]
+        enum Body {
+            $($variant($ty),)*
+        }
+
+        impl Body {
+            fn encode(&self, buf: &mut BytesMut, version: i16) -> anyhow::Result<()> {
+                match self {
+                    $(Body::$variant(b) => b.encode(buf, version),)*
+                }
+            }
+
+            /// Decodes `buf` as a body of the same API and checks that it is this body and
+            /// that it took every byte.
+            fn decodes_back(&self, mut buf: Bytes, version: i16) -> Result<(), TestCaseError> {
+                match self {
+                    $(Body::$variant(b) => {
+                        let back = <$ty>::decode(&mut buf, version)
+                            .map_err(|e| TestCaseError::fail(format!("body does not decode: {e:#}")))?;
+                        prop_assert_eq!(&back, b);
+                    })*
+                }
+                prop_assert_eq!(buf.remaining(), 0, "the body decoder left bytes over");
+                Ok(())
+            }
+        }
+    };
+}
+
+bodies! {
+    ApiVersions(ApiVersionsRequest),
+    Metadata(meta::MetadataRequest),
+    DescribeCluster(DescribeClusterRequest),
+    Produce(produce::ProduceRequest),
+    Fetch(fetch::FetchRequest),
+    ListOffsets(loff::ListOffsetsRequest),
+    CreateTopics(ctopic::CreateTopicsRequest),
+    DeleteTopics(dtopic::DeleteTopicsRequest),
+    CreatePartitions(cpart::CreatePartitionsRequest),
+    DescribeConfigs(dconf::DescribeConfigsRequest),
+    AlterConfigs(alter::AlterConfigsRequest),
+    IncrementalAlterConfigs(ialter::IncrementalAlterConfigsRequest),
+}
+
+/// Random requests of `api` version `v`. Panics on an API Keel serves but this test does not
+/// know: a new API in `served_versions()` needs a generator here.
+fn body(api: ApiKey, v: i16) -> BoxedStrategy<Body> {
+    let flex = api.request_header_version(v) >= 2;
+    match api {
+        ApiKey::ApiVersions => api_versions(v, flex).prop_map(Body::ApiVersions).boxed(),
+        ApiKey::Metadata => metadata(v, flex).prop_map(Body::Metadata).boxed(),
+        ApiKey::DescribeCluster => describe_cluster(v, flex).prop_map(Body::DescribeCluster).boxed(),
+        ApiKey::Produce => produce(flex).prop_map(Body::Produce).boxed(),
+        ApiKey::Fetch => fetch(v, flex).prop_map(Body::Fetch).boxed(),
+        ApiKey::ListOffsets => list_offsets(v, flex).prop_map(Body::ListOffsets).boxed(),
+        ApiKey::CreateTopics => create_topics(flex).prop_map(Body::CreateTopics).boxed(),
+        ApiKey::DeleteTopics => delete_topics(v, flex).prop_map(Body::DeleteTopics).boxed(),
+        ApiKey::CreatePartitions => create_partitions(flex).prop_map(Body::CreatePartitions).boxed(),
+        ApiKey::DescribeConfigs => describe_configs(v, flex).prop_map(Body::DescribeConfigs).boxed(),
+        ApiKey::AlterConfigs => alter_configs(flex).prop_map(Body::AlterConfigs).boxed(),
+        ApiKey::IncrementalAlterConfigs => {
+            incremental_alter_configs(flex).prop_map(Body::IncrementalAlterConfigs).boxed()
+        }
+        other => panic!("{other:?} is served but kafka_codec has no generator for it"),
+    }
+}
+
+/// A request header for `api` version `v`, of the header version that API version uses.
+fn header(api: ApiKey, v: i16) -> BoxedStrategy<RequestHeader> {
+    let flex = api.request_header_version(v) >= 2;
+    (any::<i32>(), proptest::option::of(text()), tags(flex))
+        .prop_map(move |(correlation_id, client_id, tags)| {
+            RequestHeader::default()
+                .with_request_api_key(api as i16)
+                .with_request_api_version(v)
+                .with_correlation_id(correlation_id)
+                .with_client_id(client_id)
+                .with_unknown_tagged_fields(tags)
+        })
+        .boxed()
+}
+
+/// A header with only the fixed fields, as every header version starts.
+fn fixed_header(api_key: i16, version: i16, correlation_id: i32) -> BytesMut {
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&api_key.to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&correlation_id.to_be_bytes());
+    frame
+}
+
+/// The error a strict prefix of a valid frame must get: too short for the fixed header fields,
+/// or (API and version readable) a header or body cut off.
+fn check_cut(frame: &Bytes, cut: usize) -> Result<(), TestCaseError> {
+    let result = decode_request(frame.slice(..cut));
+    if cut < FIXED_HEADER_BYTES {
+        prop_assert!(matches!(result, Err(FrameError::Short(n)) if n == cut), "cut at {cut}: {result:?}");
+    } else {
+        prop_assert!(
+            matches!(result, Err(FrameError::Malformed { .. })),
+            "cut at {cut} of {}: {result:?}",
+            frame.len()
+        );
+    }
+    Ok(())
+}
+
+/// Frames `body` after `header` the way a client does, checks that Keel decodes it as
+/// (`api`, `v`), and that every cut-off version of it is refused.
+fn check_request(
+    api: ApiKey,
+    v: i16,
+    header: &RequestHeader,
+    body: &Body,
+    cuts: &[Index],
+) -> Result<(), TestCaseError> {
+    let header_version = api.request_header_version(v);
+    let mut frame = BytesMut::new();
+    header.encode(&mut frame, header_version).map_err(|e| TestCaseError::fail(format!("header encode: {e:#}")))?;
+    let header_bytes = frame.len();
+    body.encode(&mut frame, v).map_err(|e| TestCaseError::fail(format!("body encode: {e:#}")))?;
+    let frame = frame.freeze();
+
+    // The generators are meaningful: the bytes are exactly this header and this body.
+    let mut rest = frame.clone();
+    let header_back = decode_request_header_from_buffer(&mut rest)
+        .map_err(|e| TestCaseError::fail(format!("header does not decode: {e:#}")))?;
+    prop_assert_eq!(&header_back, header);
+    prop_assert_eq!(frame.len() - rest.len(), header_bytes);
+    body.decodes_back(rest, v)?;
+
+    // What the listener does with it.
+    let decoded = decode_request(frame.clone());
+    prop_assert!(matches!(decoded, Ok(d) if d == (api, v)), "{api:?} v{v} decoded as {decoded:?}");
+
+    // The decoders read front to back and took exactly every byte of the frame (checked
+    // above), so no strict prefix holds a whole request: each must be refused.
+    let n = frame.len();
+    check_cut(&frame, n - 1)?;
+    check_cut(&frame, header_bytes.min(n - 1))?;
+    check_cut(&frame, header_bytes.saturating_sub(1))?;
+    for cut in cuts {
+        check_cut(&frame, cut.index(n))?;
+    }
+    Ok(())
+}
+
+/// Every (API, version) Keel serves.
+fn served_pairs() -> Vec<(ApiKey, i16)> {
+    let pairs: Vec<(ApiKey, i16)> =
+        served_versions().into_iter().flat_map(|(api, lo, hi)| (lo..=hi).map(move |v| (api, v))).collect();
+    assert!(pairs.len() >= 12, "served_versions() lists too little: {pairs:?}");
+    pairs
+}
+
+// ---- Properties ---------------------------------------------------------------------------------
+
+/// Every version of every API Keel announces decodes, with random field values, and every
+/// cut-off frame of it is refused. Each (API, version) gets its own `CASES_PER_VERSION` cases.
+#[test]
+fn every_served_version_decodes_and_cut_frames_are_refused() {
+    for (api, v) in served_pairs() {
+        let config = Config { cases: CASES_PER_VERSION, failure_persistence: None, ..Config::default() };
+        let mut runner = TestRunner::new(config);
+        let strategy = (header(api, v), body(api, v), vec(any::<Index>(), CUTS_PER_REQUEST));
+        let result = runner.run(&strategy, |(header, body, cuts)| check_request(api, v, &header, &body, &cuts));
+        match result {
+            Ok(()) => {}
+            Err(TestError::Fail(reason, (header, body, cuts))) => panic!(
+                "{api:?} v{v}: {reason}\nminimal failing input:\n  header {header:?}\n  body {body:?}\n  cuts {cuts:?}"
+            ),
+            Err(e) => panic!("{api:?} v{v}: {e}"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 512, ..Config::default() })]
+
+    /// An API key the crate does not know is refused as such, whatever follows.
+    #[test]
+    fn unknown_api_is_refused(
+        key in any::<i16>().prop_filter("a known API key", |k| ApiKey::try_from(*k).is_err()),
+        version in any::<i16>(),
+        rest in vec(any::<u8>(), 0..32),
+    ) {
+        let mut frame = fixed_header(key, version, 7);
+        frame.extend_from_slice(&rest);
+        let result = decode_request(frame.freeze());
+        prop_assert!(matches!(result, Err(FrameError::UnknownApi(k)) if k == key), "{result:?}");
+    }
+
+    /// A version outside the served range is refused with that range, before the header's own
+    /// version (which follows from the API's version) matters; ApiVersions answers any version
+    /// (with a v0 answer listing the ranges), so it is decoded as (ApiVersions, version).
+    #[test]
+    fn version_outside_the_served_range(
+        which in any::<Index>(),
+        above in any::<bool>(),
+        distance in prop_oneof![3 => 1i16..4, 1 => 1i16..=i16::MAX],
+        rest in vec(any::<u8>(), 0..32),
+    ) {
+        let served = served_versions();
+        let (api, min, max) = served[which.index(served.len())];
+        let version = if above { max.saturating_add(distance) } else { min.saturating_sub(distance) };
+        prop_assume!(version > max || version < min); // saturated onto the range's edge
+        let mut frame = fixed_header(api as i16, version, 7);
+        frame.extend_from_slice(&rest);
+        let result = decode_request(frame.freeze());
+        if api == ApiKey::ApiVersions {
+            prop_assert!(matches!(result, Ok(d) if d == (api, version)), "{result:?}");
+        } else {
+            let expected = matches!(
+                result,
+                Err(FrameError::UnsupportedVersion { api: a, version: got, min: lo, max: hi })
+                    if a == api && got == version && lo == min && hi == max
+            );
+            prop_assert!(expected, "{api:?} v{version} (served {min}..={max}): {result:?}");
+        }
+    }
+
+    /// Arbitrary bytes: never a panic; a frame shorter than the fixed header fields is `Short`;
+    /// whatever decodes is the API and version its first four bytes name, and one Keel serves.
+    #[test]
+    fn random_bytes(frame in vec(any::<u8>(), 0..96)) {
+        let result = decode_request(Bytes::from(frame.clone()));
+        if frame.len() < FIXED_HEADER_BYTES {
+            prop_assert!(matches!(result, Err(FrameError::Short(n)) if n == frame.len()), "{result:?}");
+        }
+        if let Ok((api, version)) = result {
+            prop_assert_eq!(api as i16, i16::from_be_bytes([frame[0], frame[1]]));
+            prop_assert_eq!(version, i16::from_be_bytes([frame[2], frame[3]]));
+            prop_assert!(api == ApiKey::ApiVersions || served_pairs().contains(&(api, version)));
+        }
+    }
+}
+
+/// The smallest ApiVersions requests: 8 bytes of an unsupported version (answered with v0), and
+/// v0 with a null client id and an empty body, as old clients send it first.
+#[test]
+fn api_versions_is_always_answerable() {
+    let frame = fixed_header(ApiKey::ApiVersions as i16, i16::MAX, 1).freeze();
+    assert_eq!(decode_request(frame).unwrap(), (ApiKey::ApiVersions, i16::MAX));
+    let mut frame = fixed_header(ApiKey::ApiVersions as i16, 0, 1);
+    frame.extend_from_slice(&(-1i16).to_be_bytes());
+    assert_eq!(decode_request(frame.freeze()).unwrap(), (ApiKey::ApiVersions, 0));
+    let frame = fixed_header(9999, 0, 1).freeze();
+    assert!(matches!(decode_request(frame), Err(FrameError::UnknownApi(9999))));
+}
+
+/// Finding 3 in docs/fuzzing.md: a Metadata v0 request of 14 bytes whose topic array claims
+/// i32::MAX elements. The crate's array decoder calls `Vec::with_capacity(count)` before reading
+/// one element: 2^31 - 1 × 72 bytes, which the allocator refuses, and Rust aborts the process
+/// (not a panic; nothing can catch it). Ignored until the listener or the crate bounds array
+/// counts by the bytes left; run it with `--ignored` (it takes the test binary down with it).
+#[test]
+#[ignore = "finding 3 (docs/fuzzing.md): aborts the process until array counts are bounded"]
+fn huge_array_count_is_refused_not_allocated() {
+    let mut frame = fixed_header(ApiKey::Metadata as i16, 0, 1);
+    frame.extend_from_slice(&(-1i16).to_be_bytes()); // client id: null
+    frame.extend_from_slice(&i32::MAX.to_be_bytes()); // topics: 2^31 - 1 of them, none present
+    assert!(matches!(decode_request(frame.freeze()), Err(FrameError::Malformed { .. })));
+}
