@@ -20,6 +20,7 @@ use openraft::ServerState;
 use openraft::errors::ClientWriteError;
 use openraft::errors::InitializeError;
 use openraft::errors::RaftError;
+use openraft::impls::ProgressResponder;
 use openraft_rt::WatchReceiver;
 use thiserror::Error;
 
@@ -83,6 +84,18 @@ pub enum AppendError {
     #[error("append outcome unknown: {0}")]
     Unknown(String),
 }
+
+/// How durable a batch must be before its append is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Committed: a quorum holds it fsynced (Kafka's acks=all).
+    Quorum,
+    /// The leader holds it fsynced (Kafka's acks=1).
+    Leader,
+}
+
+/// The answer to a submitted append, to be awaited.
+pub type PendingAppend = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Appended, AppendError>> + Send>>;
 
 /// A successful acks=all append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,31 +206,51 @@ impl Replica {
 
     /// Appends one producer batch with acks=all semantics.
     pub async fn append(&self, bytes: Bytes) -> Result<Appended, AppendError> {
-        let header = self.check(&bytes)?;
-        if cfg!(feature = "canary-ack-without-quorum") {
-            return self.canary_append_without_quorum(bytes, header.crc).await;
-        }
-        Self::committed(self.raft.client_write(Batch(bytes)).await)
+        self.submit(bytes, Acks::Quorum).await?.await
     }
 
-    /// Appends one producer batch with Kafka's acks=1 semantics: answered once this replica,
-    /// the leader, holds it fsynced — before a quorum does, so a leader failure right after
-    /// may lose it. The entry still commits through Raft as usual; if this replica's own
-    /// durability is not observed first, the commit answers.
-    pub async fn append_leader_durable(&self, bytes: Bytes) -> Result<Appended, AppendError> {
-        self.check(&bytes)?;
-        let local = self.log.watch_local(&bytes);
-        let write = self.raft.client_write(Batch(bytes));
-        tokio::pin!(write);
-        tokio::select! {
-            biased;
-            result = &mut write => Self::committed(result),
-            Ok(meta) = local => Ok(Appended {
-                base_offset: meta.base_offset,
-                offset_count: meta.offset_count,
-                leader_epoch: meta.term,
-            }),
+    /// Proposes one producer batch and returns the wait for its answer. Proposals enter the Raft
+    /// log in the order `submit` returns, so a caller that submits in order and then waits for
+    /// the answers concurrently (a pipelining Kafka connection) keeps its batches in order.
+    ///
+    /// [`Acks::Quorum`] answers once the batch is committed (a quorum holds it fsynced) and
+    /// applied. [`Acks::Leader`] answers once this replica, the leader, holds it fsynced — before
+    /// a quorum does, so a leader failure right after may lose it (Kafka's acks=1); the batch
+    /// still commits through Raft as usual, and if the local durability is not observed first,
+    /// the commit answers.
+    pub async fn submit(&self, bytes: Bytes, acks: Acks) -> Result<PendingAppend, AppendError> {
+        let header = self.check(&bytes)?;
+        if cfg!(feature = "canary-ack-without-quorum") {
+            let answer = self.canary_append_without_quorum(bytes, header.crc).await;
+            return Ok(Box::pin(async move { answer }));
         }
+        let local = (acks == Acks::Leader).then(|| self.log.watch_local(&bytes));
+        let (responder, answer) = ProgressResponder::complete_only();
+        self.raft
+            .client_write_ff(Batch(bytes), Some(responder))
+            .await
+            .map_err(|fatal| AppendError::Unknown(format!("raft stopped: {fatal}")))?;
+        let committed = async move {
+            match answer.await {
+                Ok(result) => Self::committed(result.map_err(RaftError::APIError)),
+                Err(_) => Err(AppendError::Unknown("raft dropped the write".into())),
+            }
+        };
+        Ok(match local {
+            None => Box::pin(committed),
+            Some(local) => Box::pin(async move {
+                tokio::pin!(committed);
+                tokio::select! {
+                    biased;
+                    result = &mut committed => result,
+                    Ok(meta) = local => Ok(Appended {
+                        base_offset: meta.base_offset,
+                        offset_count: meta.offset_count,
+                        leader_epoch: meta.term,
+                    }),
+                }
+            }),
+        })
     }
 
     /// Checks a producer batch before it is proposed.

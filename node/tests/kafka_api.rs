@@ -367,6 +367,27 @@ async fn every_api_answers_with_kafka_semantics() {
     assert_eq!(md_id, silent + 1);
     let _: MetadataResponse = to_leader.receive(ApiKey::Metadata, 12, md_id).await;
 
+    // Pipelined requests on one connection are stored in the order they were sent (clients rely
+    // on it for per-key order, idempotence or not).
+    let (leader_1, _) = leader_of(&mut c, "orders", 1).await;
+    let mut pipelined = Conn::open(&cluster.kafka[&leader_1]).await;
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let id = pipelined
+            .send(ApiKey::Produce, 9, &produce_request("orders", 1, -1, record_batch(&[&format!("p{i}")], 3_500)))
+            .await;
+        sent.push(id);
+    }
+    let mut offsets = Vec::new();
+    for id in sent {
+        let resp: ProduceResponse = pipelined.receive(ApiKey::Produce, 9, id).await;
+        let p = &resp.responses[0].partition_responses[0];
+        offsets.push((p.error_code, p.base_offset));
+    }
+    assert!(offsets.iter().all(|(code, _)| *code == NONE), "{offsets:?}");
+    let stored: Vec<i64> = offsets.iter().map(|(_, o)| *o).collect();
+    assert!(stored.windows(2).all(|w| w[0] < w[1]), "pipelined batches stored out of order: {stored:?}");
+
     // Produce refusals: nothing is appended by any of them.
     let mut bad_crc = record_batch(&["x"], 4_000).to_vec();
     let last = bad_crc.len() - 1;

@@ -96,6 +96,45 @@ impl Request {
     }
 }
 
+/// A request's place in its connection's order. Produce waits for its turn before proposing
+/// its batches and passes the turn on once they are proposed; every other request passes it on
+/// as soon as the requests before it have (dropping a `Turn` does that), so batches of
+/// pipelined Produce requests enter each partition's log in the order they were sent.
+pub(crate) struct Turn {
+    after: Option<tokio::sync::oneshot::Receiver<()>>,
+    next: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// Waits until every earlier request of the connection has passed its turn on.
+    pub(crate) async fn wait(&mut self) {
+        if let Some(after) = self.after.take() {
+            let _ = after.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let next = self.next.take();
+        match self.after.take() {
+            None => {
+                if let Some(next) = next {
+                    let _ = next.send(());
+                }
+            }
+            Some(after) => {
+                tokio::spawn(async move {
+                    let _ = after.await;
+                    if let Some(next) = next {
+                        let _ = next.send(());
+                    }
+                });
+            }
+        }
+    }
+}
+
 /// What a handler gives back: the encoded response frame (size prefix included), or nothing
 /// (acks=0 produce).
 pub(crate) type Answer = Result<Option<Bytes>, FrameError>;
@@ -192,6 +231,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     node: Arc<Node>,
     config: Arc<KafkaConfig>,
 ) -> Result<(), FrameError> {
+    let mut previous: Option<tokio::sync::oneshot::Receiver<()>> = None;
     loop {
         let Some(frame) = read_frame(&mut reader, config.request_bytes_max).await? else {
             return Ok(());
@@ -199,7 +239,9 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         let request = decode_header(frame)?;
         let node = node.clone();
         let config = config.clone();
-        let handle = tokio::spawn(async move { handle(&node, &config, request).await });
+        let (next, after_this) = tokio::sync::oneshot::channel();
+        let turn = Turn { after: previous.replace(after_this), next: Some(next) };
+        let handle = tokio::spawn(async move { handle(&node, &config, request, turn).await });
         if tx.send(handle).await.is_err() {
             return Ok(());
         }
@@ -289,7 +331,11 @@ pub fn served_versions() -> Vec<(ApiKey, i16, i16)> {
 }
 
 /// Routes one request to its handler.
-async fn handle(node: &Arc<Node>, config: &KafkaConfig, mut req: Request) -> Answer {
+async fn handle(node: &Arc<Node>, config: &KafkaConfig, mut req: Request, turn: Turn) -> Answer {
+    if req.api == ApiKey::Produce && versions::supports(req.api, req.version) {
+        return produce::produce(node, config, &mut req, turn).await;
+    }
+    drop(turn);
     if req.api == ApiKey::ApiVersions {
         return versions::api_versions(&mut req);
     }
@@ -302,7 +348,6 @@ async fn handle(node: &Arc<Node>, config: &KafkaConfig, mut req: Request) -> Ans
     match req.api {
         ApiKey::Metadata => metadata::metadata(node, config, &mut req).await,
         ApiKey::DescribeCluster => metadata::describe_cluster(node, &mut req),
-        ApiKey::Produce => produce::produce(node, config, &mut req).await,
         ApiKey::Fetch => fetch::fetch(node, &mut req).await,
         ApiKey::ListOffsets => fetch::list_offsets(node, &mut req),
         ApiKey::CreateTopics => admin::create_topics(node, config, &mut req).await,

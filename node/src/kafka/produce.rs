@@ -26,13 +26,18 @@ use keel_core::batch::BatchHeader;
 use super::Answer;
 use super::KafkaConfig;
 use super::Request;
+use super::Turn;
 use super::codes::broker_id;
 use super::codes::host_port;
 use super::codes::str_bytes;
 use super::codes::topic_by_id;
 use super::respond;
 use crate::node::Node;
+use crate::partition::Acks;
 use crate::partition::AppendError;
+use crate::partition::Appended;
+use crate::partition::PendingAppend;
+use crate::partition::Replica;
 
 /// The longest a produce request waits for its batches to commit, whatever it asks.
 const PRODUCE_TIMEOUT_MAX: Duration = Duration::from_secs(300);
@@ -43,7 +48,7 @@ struct Target {
     message_bytes_max: usize,
 }
 
-pub(crate) async fn produce(node: &Arc<Node>, config: &KafkaConfig, req: &mut Request) -> Answer {
+pub(crate) async fn produce(node: &Arc<Node>, config: &KafkaConfig, req: &mut Request, mut turn: Turn) -> Answer {
     let request: ProduceRequest = req.decode()?;
     let v = req.version;
     let timeout = Duration::from_millis(request.timeout_ms.max(1) as u64).min(PRODUCE_TIMEOUT_MAX);
@@ -72,46 +77,65 @@ pub(crate) async fn produce(node: &Arc<Node>, config: &KafkaConfig, req: &mut Re
             .collect();
         return respond(req, &ProduceResponse::default().with_responses(topics));
     }
+    // Resolve every partition against the metadata first (one lookup per topic).
     let mut topics = Vec::new();
+    let mut work: Vec<Work> = Vec::new();
     for td in request.topic_data {
-        // Resolve every partition first (one metadata lookup per topic), then append them all.
-        let resolved: Vec<(i32, Option<Bytes>, Result<Target, ResponseError>)> = node.meta().sm().with_state(|s| {
+        let ti = topics.len();
+        node.meta().sm().with_state(|s| {
             let topic = if v >= 13 { topic_by_id(s, td.topic_id) } else { s.topics.get(td.name.0.as_str()) };
-            td.partition_data
-                .into_iter()
-                .map(|pd| {
-                    let target = match topic {
-                        None if v >= 13 => Err(ResponseError::UnknownTopicId),
+            for pd in td.partition_data {
+                let target = match topic {
+                    None if v >= 13 => Err(ResponseError::UnknownTopicId),
+                    None => Err(ResponseError::UnknownTopicOrPartition),
+                    Some(t) => match usize::try_from(pd.index).ok().and_then(|i| t.partitions.get(i)) {
                         None => Err(ResponseError::UnknownTopicOrPartition),
-                        Some(t) => match usize::try_from(pd.index).ok().and_then(|i| t.partitions.get(i)) {
-                            None => Err(ResponseError::UnknownTopicOrPartition),
-                            Some(a) => {
-                                let topic_max = t.configs.get("max.message.bytes").and_then(|m| m.parse().ok());
-                                Ok(Target {
-                                    group: a.group,
-                                    message_bytes_max: topic_max.unwrap_or(config.broker.message_max_bytes),
-                                })
-                            }
-                        },
-                    };
-                    (pd.index, pd.records, target)
-                })
-                .collect()
-        });
-        let answers = join_all(resolved.into_iter().map(|(index, records, target)| async move {
-            let response = PartitionProduceResponse::default().with_index(index).with_base_offset(-1);
-            match target {
-                Err(code) => response.with_error_code(code.code()),
-                Ok(target) => append(node, target, records, acks, timeout, v).await.with_index(index),
+                        Some(a) => {
+                            let topic_max = t.configs.get("max.message.bytes").and_then(|m| m.parse().ok());
+                            Ok(Target {
+                                group: a.group,
+                                message_bytes_max: topic_max.unwrap_or(config.broker.message_max_bytes),
+                            })
+                        }
+                    },
+                };
+                work.push((ti, pd.index, pd.records, target));
             }
-        }))
-        .await;
-        topics.push(
-            TopicProduceResponse::default()
-                .with_name(td.name)
-                .with_topic_id(if v >= 13 { td.topic_id } else { Default::default() })
-                .with_partition_responses(answers),
-        );
+        });
+        topics.push(TopicProduceResponse::default().with_name(td.name).with_topic_id(if v >= 13 {
+            td.topic_id
+        } else {
+            Default::default()
+        }));
+    }
+    // Propose in the connection's request order (a client pipelines requests and expects each
+    // partition's batches stored in the order it sent them), then wait for the answers of all
+    // partitions together.
+    turn.wait().await;
+    let acks = if acks == 1 { Acks::Leader } else { Acks::Quorum };
+    let mut waits = Vec::with_capacity(work.len());
+    for (ti, index, records, target) in work {
+        let submitted = match target {
+            Err(code) => {
+                Submitted::Answer(PartitionProduceResponse::default().with_base_offset(-1).with_error_code(code.code()))
+            }
+            Ok(target) => submit(node, &target, records, acks, v).await,
+        };
+        waits.push((ti, index, submitted));
+    }
+    drop(turn);
+    let answers = join_all(waits.into_iter().map(|(ti, index, submitted)| async move {
+        let answer = match submitted {
+            Submitted::Answer(a) => a,
+            Submitted::Pending { group, replica, pending } => {
+                finish(node, group, &replica, tokio::time::timeout(timeout, pending).await, timeout, v)
+            }
+        };
+        (ti, answer.with_index(index))
+    }))
+    .await;
+    for (ti, answer) in answers {
+        topics[ti].partition_responses.push(answer);
     }
     if request.acks == 0 {
         return Ok(None);
@@ -124,50 +148,66 @@ pub(crate) async fn produce(node: &Arc<Node>, config: &KafkaConfig, req: &mut Re
     respond(req, &body)
 }
 
-/// Appends one partition's batch; the answer carries everything but the partition index.
-async fn append(
-    node: &Arc<Node>,
-    target: Target,
-    records: Option<Bytes>,
-    acks: i16,
-    timeout: Duration,
-    v: i16,
-) -> PartitionProduceResponse {
-    let fail = |code: ResponseError, message: String| {
-        let r = PartitionProduceResponse::default().with_base_offset(-1).with_error_code(code.code());
-        if v >= 8 { r.with_error_message(Some(str_bytes(message))) } else { r }
-    };
+/// One partition of a request: (topic position in the answer, partition, batch, target).
+type Work = (usize, i32, Option<Bytes>, Result<Target, ResponseError>);
+
+/// A partition's batch after submission: answered at once (refused), or proposed.
+enum Submitted {
+    Answer(PartitionProduceResponse),
+    Pending { group: u64, replica: Arc<Replica>, pending: PendingAppend },
+}
+
+fn failure(code: ResponseError, message: String, v: i16) -> PartitionProduceResponse {
+    let r = PartitionProduceResponse::default().with_base_offset(-1).with_error_code(code.code());
+    if v >= 8 { r.with_error_message(Some(str_bytes(message))) } else { r }
+}
+
+/// Checks one partition's batch and proposes it; the answer carries everything but the
+/// partition index.
+async fn submit(node: &Arc<Node>, target: &Target, records: Option<Bytes>, acks: Acks, v: i16) -> Submitted {
+    let refuse = |code: ResponseError, message: String| Submitted::Answer(failure(code, message, v));
     let Some(records) = records else {
-        return fail(ResponseError::CorruptMessage, "no records".into());
+        return refuse(ResponseError::CorruptMessage, "no records".into());
     };
     if records.len() > target.message_bytes_max {
-        return fail(
+        return refuse(
             ResponseError::MessageTooLarge,
             format!("batch of {} bytes is above the limit of {} bytes", records.len(), target.message_bytes_max),
         );
     }
     let header = match check_one_batch(&records) {
         Ok(h) => h,
-        Err((code, message)) => return fail(code, message),
+        Err((code, message)) => return refuse(code, message),
     };
     if header.producer_id >= 0 || header.is_transactional() {
-        return fail(
+        return refuse(
             ResponseError::InvalidRecord,
             "idempotent and transactional batches are not supported yet; produce with enable.idempotence=false".into(),
         );
     }
-    let Some(replica) = node.replica(target.group) else {
-        return not_leader(node, target.group, v);
+    let replica = match node.replica(target.group) {
+        Some(r) if r.is_leader() => r,
+        _ => return Submitted::Answer(not_leader(node, target.group, v)),
     };
-    if !replica.is_leader() {
-        return not_leader(node, target.group, v);
-    }
     if let Some(reason) = replica.failed() {
-        return fail(ResponseError::KafkaStorageError, format!("partition stopped: {reason}"));
+        return refuse(ResponseError::KafkaStorageError, format!("partition stopped: {reason}"));
     }
-    let appended =
-        async { if acks == 1 { replica.append_leader_durable(records).await } else { replica.append(records).await } };
-    match tokio::time::timeout(timeout, appended).await {
+    match replica.submit(records, acks).await {
+        Ok(pending) => Submitted::Pending { group: target.group, replica, pending },
+        Err(e) => Submitted::Answer(finish(node, target.group, &replica, Ok(Err(e)), Duration::ZERO, v)),
+    }
+}
+
+/// The answer to a proposed batch.
+fn finish(
+    node: &Node,
+    group: u64,
+    replica: &Replica,
+    outcome: Result<Result<Appended, AppendError>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+    v: i16,
+) -> PartitionProduceResponse {
+    match outcome {
         Ok(Ok(appended)) => {
             let mut r = PartitionProduceResponse::default()
                 .with_base_offset(appended.base_offset as i64)
@@ -177,21 +217,23 @@ async fn append(
             }
             r
         }
-        Ok(Err(AppendError::NotLeader { .. })) => not_leader(node, target.group, v),
+        Ok(Err(AppendError::NotLeader { .. })) => not_leader(node, group, v),
         Ok(Err(AppendError::TooLarge(n))) => {
-            fail(ResponseError::MessageTooLarge, format!("batch of {n} bytes is above the log's limit"))
+            failure(ResponseError::MessageTooLarge, format!("batch of {n} bytes is above the log's limit"), v)
         }
-        Ok(Err(AppendError::Corrupt(m))) => fail(ResponseError::CorruptMessage, m),
+        Ok(Err(AppendError::Corrupt(m))) => failure(ResponseError::CorruptMessage, m, v),
         // The entry may still commit: the client retries (a duplicate is possible without
         // idempotence), and a replica that lost leadership meanwhile says so.
         Ok(Err(AppendError::Unknown(m))) => {
             if replica.is_leader() {
-                fail(ResponseError::RequestTimedOut, format!("outcome unknown: {m}"))
+                failure(ResponseError::RequestTimedOut, format!("outcome unknown: {m}"), v)
             } else {
-                not_leader(node, target.group, v)
+                not_leader(node, group, v)
             }
         }
-        Err(_) => fail(ResponseError::RequestTimedOut, format!("not committed within {} ms", timeout.as_millis())),
+        Err(_) => {
+            failure(ResponseError::RequestTimedOut, format!("not committed within {} ms", timeout.as_millis()), v)
+        }
     }
 }
 
