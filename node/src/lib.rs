@@ -19,6 +19,7 @@
 //!
 //! The binary (`src/main.rs`) is the `keel` command line.
 
+pub mod alloc;
 pub mod client;
 pub mod clock;
 pub mod kafka;

@@ -39,6 +39,11 @@ use keel_node::transport::ClientOnly;
 use keel_node::transport::Transport;
 use keel_node::transport::TransportConfig;
 
+/// Huge blocks reserve address space: a Kafka request claiming a huge array must not abort the
+/// node (see `keel_node::alloc`).
+#[global_allocator]
+static ALLOC: keel_node::alloc::ReservingAllocator = keel_node::alloc::ReservingAllocator;
+
 const DEV_CLUSTER_ID: &str = "keel-dev";
 const DEV_NODES: &str = "1=127.0.0.1:19201,2=127.0.0.1:19202,3=127.0.0.1:19203";
 

@@ -112,7 +112,7 @@ pub(crate) async fn metadata(node: &Arc<Node>, config: &KafkaConfig, req: &mut R
             }
         }
     }
-    let mut body = MetadataResponse::default().with_brokers(brokers(state)).with_topics(topics);
+    let mut body = MetadataResponse::default().with_brokers(brokers(node, state)).with_topics(topics);
     if v >= 1 {
         body = body.with_controller_id(view.metadata_leader.map_or(BrokerId(-1), broker_id));
     }
@@ -122,19 +122,23 @@ pub(crate) async fn metadata(node: &Arc<Node>, config: &KafkaConfig, req: &mut R
     respond(req, &body)
 }
 
-fn brokers(state: &MetadataState) -> Vec<MetadataResponseBroker> {
-    state
-        .nodes
-        .values()
-        .map(|n| {
-            let (host, port) = host_port(&n.kafka_addr);
-            MetadataResponseBroker::default()
-                .with_node_id(broker_id(n.id))
-                .with_host(str_bytes(host))
-                .with_port(port)
-                .with_rack(n.rack.clone().map(str_bytes))
-        })
-        .collect()
+/// Every registered node, and always this one: a node answering before its registration is
+/// committed still lists itself, so a client bootstrapping from it has a broker to talk to.
+fn brokers(node: &Node, state: &MetadataState) -> Vec<MetadataResponseBroker> {
+    let entry = |id: u64, kafka_addr: &str, rack: Option<&String>| {
+        let (host, port) = host_port(kafka_addr);
+        MetadataResponseBroker::default()
+            .with_node_id(broker_id(id))
+            .with_host(str_bytes(host))
+            .with_port(port)
+            .with_rack(rack.cloned().map(str_bytes))
+    };
+    let mut out: Vec<MetadataResponseBroker> =
+        state.nodes.values().map(|n| entry(n.id, &n.kafka_addr, n.rack.as_ref())).collect();
+    if !state.nodes.contains_key(&node.id) {
+        out.push(entry(node.id, &node.config.kafka_addr, node.config.rack.as_ref()));
+    }
+    out
 }
 
 fn topic_entry(view: &ClusterView, topic: &Topic, v: i16) -> MetadataResponseTopic {

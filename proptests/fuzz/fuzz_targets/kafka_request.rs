@@ -24,6 +24,11 @@ use kafka_protocol::messages::ApiKey;
 use keel_node::kafka::{FrameError, decode_request, served_versions};
 use libfuzzer_sys::fuzz_target;
 
+/// Keel's allocator, as in the `keel` binary: huge claimed arrays reserve address space instead
+/// of aborting (finding 3).
+#[global_allocator]
+static ALLOC: keel_node::alloc::ReservingAllocator = keel_node::alloc::ReservingAllocator;
+
 /// Every (API, version) Keel serves, one entry per version.
 static SERVED: LazyLock<Vec<(ApiKey, i16)>> = LazyLock::new(|| {
     served_versions().into_iter().flat_map(|(api, lo, hi)| (lo..=hi).map(move |v| (api, v))).collect()
