@@ -10,6 +10,9 @@
 //!   hard state, state machine, network.
 //! - [`partition`]: one replica of one partition: append (acks=all), committed reads, observers.
 //! - [`client`]: Keel's internal client protocol (append, read, status) over the transport.
+//! - [`kafka_client`]: a small Kafka client (framing, headers, typed calls, Metadata, Produce,
+//!   Fetch) over the runtime's TCP, with the `kafka-protocol` codecs the listener uses; the CLI
+//!   and the simulated clients speak Kafka through it.
 //! - [`meta`]: the metadata group — the cluster metadata model as a Raft state machine with
 //!   snapshots, bootstrapping, proposals.
 //! - [`leaders`]: who leads which partition, as this node knows it (own replicas + gossip).
@@ -23,6 +26,7 @@ pub mod alloc;
 pub mod client;
 pub mod clock;
 pub mod kafka;
+pub mod kafka_client;
 pub mod leaders;
 pub mod meta;
 pub mod node;

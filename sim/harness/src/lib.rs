@@ -13,8 +13,6 @@
 //! - [`regression`]: regression files (`sim/regressions/*.json`) and their expectations.
 //! - [`recorder`]: the history recorder (simulated time).
 //! - `cluster`: the simulated cluster — nodes, disks, crash/restart/isolate/heal (madsim only).
-//! - [`kafka_client`]: a small Kafka client (framing, headers, Metadata, Produce, Fetch) over
-//!   the runtime's TCP, with the `kafka-protocol` codecs the nodes use.
 //! - `workload`: producers following redirects, replica reads (madsim only).
 //! - `admin`: the simulated operator (topic churn, reassignments) and the replica sampler
 //!   (madsim only).
@@ -24,7 +22,6 @@
 
 pub mod failure;
 pub mod faults;
-pub mod kafka_client;
 pub mod kind;
 pub mod recorder;
 pub mod regression;

@@ -1,4 +1,4 @@
-//! A small Kafka client for the simulated producers and consumer: the same wire protocol and
+//! A small Kafka client for the CLI and the simulated clients: the same wire protocol and
 //! codecs (the `kafka-protocol` crate) a real client uses, over the runtime's `TcpStream`
 //! (madsim's under `--cfg madsim`, so it is deterministic there).
 //!
