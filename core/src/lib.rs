@@ -7,6 +7,8 @@
 //!   simulated one that loses unsynced bytes, tears writes and injects EIO/ENOSPC/latency.
 //! - [`log`]: the segment log of one partition: segments of batches as Fetch serves them, sparse
 //!   offset and time indexes, offset assignment, truncation, purge, crash recovery.
+//! - [`producer`]: idempotent-producer state of a partition (epochs, last batch sequences and
+//!   their offsets) and Kafka's rules for accepting, deduplicating or refusing a batch.
 //! - [`metadata`]: the cluster metadata model (nodes, topics, partition assignments), the
 //!   commands the metadata Raft group applies to it, replica placement and topic configs.
 //!
@@ -16,4 +18,5 @@
 pub mod batch;
 pub mod log;
 pub mod metadata;
+pub mod producer;
 pub mod storage;

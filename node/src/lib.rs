@@ -49,6 +49,10 @@ pub const CANARY: Option<&str> = if cfg!(feature = "canary-ack-before-fsync") {
     Some("fetch-above-high-watermark")
 } else if cfg!(feature = "canary-reassign-drops-early") {
     Some("reassign-drops-early")
+} else if cfg!(feature = "canary-idempotence-dedupe-disabled") {
+    Some("idempotence-dedupe-disabled")
+} else if cfg!(feature = "canary-dedupe-leader-memory-only") {
+    Some("dedupe-leader-memory-only")
 } else {
     None
 };

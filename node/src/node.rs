@@ -137,6 +137,8 @@ pub struct Node {
     pub(crate) leading_since: Mutex<BTreeMap<u64, (u64, tokio::time::Instant)>>,
     /// One reconciliation at a time.
     pub(crate) reconciling: tokio::sync::Mutex<()>,
+    /// The idempotent-producer ids this node hands out (InitProducerId).
+    pub(crate) producer_ids: tokio::sync::Mutex<crate::kafka::ProducerIdBlock>,
     pub(crate) stopped: AtomicBool,
 }
 
@@ -210,6 +212,7 @@ impl Node {
             heard: Mutex::new(BTreeMap::new()),
             leading_since: Mutex::new(BTreeMap::new()),
             reconciling: tokio::sync::Mutex::new(()),
+            producer_ids: tokio::sync::Mutex::new(Default::default()),
             stopped: AtomicBool::new(false),
         });
         let _ = cell.set(Arc::downgrade(&node));
@@ -458,7 +461,7 @@ fn metadata_log_config(partition: &LogConfig) -> LogConfig {
     LogConfig { segment_bytes_max: partition.segment_bytes_max.min(8 << 20), ..partition.clone() }
 }
 
-async fn append(replica: &Replica, batch: Bytes) -> client::AppendResponse {
+async fn append(replica: &Arc<Replica>, batch: Bytes) -> client::AppendResponse {
     match replica.append(batch).await {
         Ok(a) => client::AppendResponse::Ok {
             base_offset: a.base_offset,
@@ -466,9 +469,10 @@ async fn append(replica: &Replica, batch: Bytes) -> client::AppendResponse {
             leader_epoch: a.leader_epoch,
         },
         Err(AppendError::NotLeader { leader }) => client::AppendResponse::NotLeader { leader },
-        Err(e @ (AppendError::Corrupt(_) | AppendError::TooLarge(_))) => {
+        Err(e @ (AppendError::Corrupt(_) | AppendError::TooLarge(_) | AppendError::Sequence(_))) => {
             client::AppendResponse::Rejected(e.to_string())
         }
+        Err(AppendError::NotReady) => client::AppendResponse::NotLeader { leader: None },
         Err(AppendError::Unknown(e)) => client::AppendResponse::Unknown(e),
     }
 }

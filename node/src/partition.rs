@@ -4,16 +4,31 @@
 //! control batch), proposed through openraft, and answered with its base offset only once the
 //! entry is committed — fsynced by a quorum — and applied. [`Replica::read`] serves committed data
 //! only: never a byte at or above the high watermark.
+//!
+//! Idempotent batches ([`Replica::propose`] of a batch with a producer id) are checked against the partition's
+//! producer state before they are proposed: the leader keeps a [`Sequencer`], the replicated
+//! producer state (derived from the log by the state machine on every replica) advanced by each
+//! batch it proposes in its term. It is built only once the leader has applied an entry of its
+//! own term — so every entry of earlier terms is applied and in the state — and is valid for that
+//! term only; a proposal of the term that fails poisons it for the rest of the term (the leader
+//! lost leadership, and whether that batch commits is unknown). A retry of a stored batch is
+//! answered with the stored batch's offsets once it is committed; it is never stored twice.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use keel_core::batch;
 use keel_core::log::LogConfig;
 use keel_core::log::LogEntry;
 use keel_core::metadata::node_of;
+use keel_core::producer::Decision;
+use keel_core::producer::ProducerBatch;
+use keel_core::producer::ProducerStates;
+use keel_core::producer::SequenceError;
 use keel_core::storage::Storage;
 use openraft::BasicNode;
 use openraft::ServerState;
@@ -83,6 +98,13 @@ pub enum AppendError {
     /// The outcome is unknown: the entry may or may not commit later.
     #[error("append outcome unknown: {0}")]
     Unknown(String),
+    /// An idempotent batch that does not fit its producer's state; nothing was proposed.
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    /// The leader has not yet applied the log of earlier terms, so it cannot check an
+    /// idempotent batch yet; nothing was proposed. Retriable.
+    #[error("the leader is still applying earlier terms' entries; retry")]
+    NotReady,
 }
 
 /// How durable a batch must be before its append is answered.
@@ -140,7 +162,23 @@ pub struct Replica {
     log: Arc<LogShared>,
     sm: StateMachine,
     batch_bytes_max: usize,
+    /// The leader's producer state including the batches it proposed (see the module doc).
+    sequencer: tokio::sync::Mutex<Option<Sequencer>>,
+    /// The term in which an idempotent proposal failed: no more idempotent batches in it.
+    poisoned_term: Arc<AtomicU64>,
 }
+
+/// The producer state a leader checks idempotent batches against: the applied state when it
+/// was built, plus every idempotent batch proposed since, all in one term.
+struct Sequencer {
+    term: u64,
+    states: ProducerStates,
+    /// Stands in for the offset of the next batch proposed (the log assigns the real one).
+    next_offset: u64,
+}
+
+/// How often a retried batch whose original is still on its way rechecks leadership.
+const DUPLICATE_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Replica {
     /// Opens the log under `dir`, starts the Raft group (as member `raft_id`), its flusher and
@@ -170,7 +208,17 @@ impl Replica {
         tokio::spawn(LogStore::run_flusher(log.clone()));
         let instance = observer.opened(group, node_id);
         tokio::spawn(observe(raft.clone(), group, node_id, raft_id, instance, observer));
-        Ok(Arc::new(Replica { group, node_id, raft_id, raft, log, sm, batch_bytes_max: config.log.batch_bytes_max }))
+        Ok(Arc::new(Replica {
+            group,
+            node_id,
+            raft_id,
+            raft,
+            log,
+            sm,
+            batch_bytes_max: config.log.batch_bytes_max,
+            sequencer: tokio::sync::Mutex::new(None),
+            poisoned_term: Arc::new(AtomicU64::new(0)),
+        }))
     }
 
     pub fn raft(&self) -> &Raft {
@@ -205,8 +253,18 @@ impl Replica {
     }
 
     /// Appends one producer batch with acks=all semantics.
-    pub async fn append(&self, bytes: Bytes) -> Result<Appended, AppendError> {
-        self.submit(bytes, Acks::Quorum).await?.await
+    pub async fn append(self: &Arc<Self>, bytes: Bytes) -> Result<Appended, AppendError> {
+        self.propose(bytes, Acks::Quorum).await?.await
+    }
+
+    /// Proposes one producer batch, idempotent ([`Replica::submit_idempotent`]) when it carries
+    /// a producer id, and returns the wait for its answer.
+    pub async fn propose(self: &Arc<Self>, bytes: Bytes, acks: Acks) -> Result<PendingAppend, AppendError> {
+        let header = self.check(&bytes)?;
+        match ProducerBatch::of(&header) {
+            Some(producer) => self.submit_idempotent(bytes, header.crc, acks, producer).await,
+            None => self.submit_checked(bytes, header.crc, acks).await,
+        }
     }
 
     /// Proposes one producer batch and returns the wait for its answer. Proposals enter the Raft
@@ -220,8 +278,13 @@ impl Replica {
     /// the commit answers.
     pub async fn submit(&self, bytes: Bytes, acks: Acks) -> Result<PendingAppend, AppendError> {
         let header = self.check(&bytes)?;
+        self.submit_checked(bytes, header.crc, acks).await
+    }
+
+    /// [`Replica::submit`] of a batch [`Replica::check`] accepted (`crc` is its CRC).
+    async fn submit_checked(&self, bytes: Bytes, crc: u32, acks: Acks) -> Result<PendingAppend, AppendError> {
         if cfg!(feature = "canary-ack-without-quorum") {
-            let answer = self.canary_append_without_quorum(bytes, header.crc).await;
+            let answer = self.canary_append_without_quorum(bytes, crc).await;
             return Ok(Box::pin(async move { answer }));
         }
         let local = (acks == Acks::Leader).then(|| self.log.watch_local(&bytes));
@@ -253,6 +316,103 @@ impl Replica {
         })
     }
 
+    /// Proposes one idempotent producer batch that [`Replica::check`] accepted (`producer` is its
+    /// header's producer fields, `crc` its CRC) after checking it against the producer state,
+    /// and returns the wait for its answer. A retry of a batch already proposed or stored is not
+    /// proposed again: its wait answers with the stored batch's offsets once that batch is
+    /// committed (or fails if leadership is lost first). Order as [`Replica::submit`].
+    async fn submit_idempotent(
+        self: &Arc<Self>,
+        bytes: Bytes,
+        crc: u32,
+        acks: Acks,
+        producer: ProducerBatch,
+    ) -> Result<PendingAppend, AppendError> {
+        let mut sequencer = self.sequencer.lock().await;
+        let term = {
+            let rx = self.raft.metrics();
+            let m = rx.borrow_watched();
+            if m.state != ServerState::Leader || m.current_leader != Some(self.raft_id) {
+                return Err(AppendError::NotLeader { leader: m.current_leader.map(node_of) });
+            }
+            m.current_term
+        };
+        if self.poisoned_term.load(Ordering::Acquire) == term {
+            return Err(AppendError::NotReady);
+        }
+        if sequencer.as_ref().is_none_or(|s| s.term != term) {
+            // Every entry of earlier terms is applied once an entry of this term is: only then
+            // does the applied producer state hold every batch this leader did not propose.
+            if self.sm.last_applied().map(|l| term_of(&l)) != Some(term) {
+                return Err(AppendError::NotReady);
+            }
+            // CANARY (`canary-dedupe-leader-memory-only`): a new leader starts from an empty
+            // producer state of its own instead of the one derived from the log.
+            let states = if cfg!(feature = "canary-dedupe-leader-memory-only") {
+                ProducerStates::default()
+            } else {
+                self.sm.producers()
+            };
+            *sequencer = Some(Sequencer { term, states, next_offset: self.sm.high_watermark() });
+        }
+        let Some(seq) = sequencer.as_mut() else { return Err(AppendError::NotReady) };
+        // CANARY (`canary-idempotence-dedupe-disabled`): every idempotent batch is stored, retries
+        // included.
+        let decision = if cfg!(feature = "canary-idempotence-dedupe-disabled") {
+            Decision::Append
+        } else {
+            seq.states.check(&producer)?
+        };
+        match decision {
+            Decision::Duplicate(_) => {
+                drop(sequencer);
+                let me = self.clone();
+                Ok(Box::pin(async move { me.await_stored(producer, term).await }))
+            }
+            Decision::Append => {
+                // The offsets are not known before the log assigns them; the sequencer needs the
+                // sequence range (a retry's answer comes from the applied state) and an order of
+                // its batches (which producer to forget first beyond the bound).
+                let count = producer.last_offset_delta as u64 + 1;
+                seq.states.record(&producer, seq.next_offset, count);
+                seq.next_offset += count;
+                let pending = self.submit_checked(bytes, crc, acks).await;
+                drop(sequencer);
+                let poisoned = self.poisoned_term.clone();
+                let pending = pending.inspect_err(|_| poisoned.store(term, Ordering::Release))?;
+                Ok(Box::pin(async move {
+                    let answer = pending.await;
+                    if answer.is_err() {
+                        poisoned.store(term, Ordering::Release);
+                    }
+                    answer
+                }))
+            }
+        }
+    }
+
+    /// Waits until the batch that `producer` retries is applied (so committed), and answers
+    /// with its offsets; fails once this replica stops leading in `term`.
+    async fn await_stored(&self, producer: ProducerBatch, term: u64) -> Result<Appended, AppendError> {
+        loop {
+            let advanced = self.sm.advanced().clone();
+            let notified = advanced.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(stored) = self.sm.stored_batch(&producer) {
+                return Ok(Appended {
+                    base_offset: stored.base_offset,
+                    offset_count: stored.offset_count,
+                    leader_epoch: term,
+                });
+            }
+            if !self.is_leader() || self.term() != term || self.poisoned_term.load(Ordering::Acquire) == term {
+                return Err(AppendError::NotLeader { leader: self.leader_node() });
+            }
+            let _ = tokio::time::timeout(DUPLICATE_RECHECK, notified).await;
+        }
+    }
+
     /// Checks a producer batch before it is proposed.
     fn check(&self, bytes: &Bytes) -> Result<batch::BatchHeader, AppendError> {
         let header = batch::validate(bytes, self.batch_bytes_max).map_err(|e| match e {
@@ -261,6 +421,12 @@ impl Replica {
         })?;
         if header.is_control() {
             return Err(AppendError::Corrupt("producers may not write control batches".into()));
+        }
+        if header.producer_id >= 0 && header.base_sequence < 0 {
+            return Err(AppendError::Corrupt(format!(
+                "batch of producer {} has no base sequence ({})",
+                header.producer_id, header.base_sequence
+            )));
         }
         Ok(header)
     }

@@ -32,15 +32,19 @@ use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::messages::IncrementalAlterConfigsRequest;
 use kafka_protocol::messages::IncrementalAlterConfigsResponse;
+use kafka_protocol::messages::InitProducerIdRequest;
+use kafka_protocol::messages::InitProducerIdResponse;
 use kafka_protocol::messages::ListOffsetsRequest;
 use kafka_protocol::messages::ListOffsetsResponse;
 use kafka_protocol::messages::MetadataRequest;
 use kafka_protocol::messages::MetadataResponse;
 use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::messages::ProduceResponse;
+use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::RequestHeader;
 use kafka_protocol::messages::ResponseHeader;
 use kafka_protocol::messages::TopicName;
+use kafka_protocol::messages::TransactionalId;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -148,12 +152,14 @@ async fn start_cluster() -> Cluster {
     Cluster { nodes, kafka, _data: data }
 }
 
-/// Waits until all three nodes have registered (Metadata lists them).
+/// Waits until all three nodes have registered: Metadata lists them, and a topic of
+/// replication factor 3 can be placed (Metadata lists the answering node even before its own
+/// registration commits, so the listing alone is not enough).
 async fn wait_for_brokers(conn: &mut Conn) {
     for _ in 0..200 {
         let md: MetadataResponse =
             conn.call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(Some(Vec::new()))).await;
-        if md.brokers.len() == 3 {
+        if md.brokers.len() == 3 && create_topic(conn, "registered-probe", 1, 3, true).await == NONE {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -606,6 +612,131 @@ async fn malformed_frames_close_only_their_connection_and_lose_nothing() {
     assert_eq!(values, vec![(acked, "kept".to_string())]);
     let (code, next) = produce_one(&mut p, "safe", 0, -1, record_batch(&["after"], 2)).await;
     assert_eq!((code, next), (NONE, acked + 1));
+
+    for node in cluster.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+
+fn idempotent_batch(pid: i64, epoch: i16, first_seq: i32, values: &[&str]) -> Bytes {
+    let mut b = batch::BatchBuilder::new(1_000).producer(pid, epoch, first_seq);
+    for v in values {
+        b.push(1_000, Some(b"key"), Some(v.as_bytes()));
+    }
+    Bytes::from(b.build())
+}
+
+async fn init_producer_id(conn: &mut Conn, transactional_id: Option<&str>) -> (i16, i64, i16) {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(transactional_id.map(|t| TransactionalId(StrBytes::from_string(t.to_string()))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r: InitProducerIdResponse = conn.call(ApiKey::InitProducerId, 4, &req).await;
+    (r.error_code, r.producer_id.0, r.producer_epoch)
+}
+
+/// Every value of partition 0 of `topic` read from `addr` (the leader), in offset order.
+async fn all_values(addr: &str, topic: &str) -> Vec<(i64, String)> {
+    let mut conn = Conn::open(addr).await;
+    let resp: FetchResponse = conn.call(ApiKey::Fetch, 12, &fetch_request(topic, 0, 0, 0)).await;
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.error_code, NONE);
+    values_of(p.records.clone().unwrap_or_default())
+}
+
+/// The idempotent producer (issue 5): InitProducerId hands out distinct ids; a retried batch is
+/// answered with its original offset and stored once — also when the retry and the original
+/// are in flight together, and after the leader that stored it is gone; gaps in the sequence
+/// and fenced epochs are refused with Kafka's errors; transactions are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_retries_are_stored_once_across_failover() {
+    let cluster = start_cluster().await;
+    let mut c = Conn::open(&cluster.kafka[&1]).await;
+    wait_for_brokers(&mut c).await;
+    assert_eq!(create_topic(&mut c, "idem", 1, 3, false).await, NONE);
+    let (leader, _) = leader_of(&mut c, "idem", 0).await;
+
+    let (code, pid, epoch) = init_producer_id(&mut c, None).await;
+    assert_eq!((code, epoch), (NONE, 0));
+    assert!(pid >= 0);
+    let (_, other, _) = init_producer_id(&mut Conn::open(&cluster.kafka[&2]).await, None).await;
+    assert!(other >= 0 && other != pid, "producer ids are unique across nodes ({pid}, {other})");
+    let (code, _, _) = init_producer_id(&mut c, Some("tx-1")).await;
+    assert_eq!(code, INVALID_REQUEST, "no transactions");
+
+    let mut p = Conn::open(&cluster.kafka[&leader]).await;
+    let first = idempotent_batch(pid, 0, 0, &["a", "b", "c"]);
+    let (code, a_at) = produce_one(&mut p, "idem", 0, -1, first.clone()).await;
+    assert_eq!(code, NONE);
+    assert_eq!(
+        produce_one(&mut p, "idem", 0, -1, first.clone()).await,
+        (NONE, a_at),
+        "a retry gets the original offset"
+    );
+    let second = idempotent_batch(pid, 0, 3, &["d", "e"]);
+    // The same batch twice in flight at once: both answered with one offset, stored once.
+    let x = p.send(ApiKey::Produce, 9, &produce_request("idem", 0, -1, second.clone())).await;
+    let y = p.send(ApiKey::Produce, 9, &produce_request("idem", 0, -1, second.clone())).await;
+    let mut d_at = Vec::new();
+    for id in [x, y] {
+        let r: ProduceResponse = p.receive(ApiKey::Produce, 9, id).await;
+        let part = &r.responses[0].partition_responses[0];
+        assert_eq!(part.error_code, NONE);
+        d_at.push(part.base_offset);
+    }
+    assert_eq!(d_at, vec![a_at + 3, a_at + 3], "both answers name the one stored copy");
+    let gap = idempotent_batch(pid, 0, 9, &["x"]);
+    assert_eq!(produce_one(&mut p, "idem", 0, -1, gap).await.0, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    // A bumped epoch starts at sequence 0; the old epoch is fenced from then on.
+    let late_start = idempotent_batch(pid, 1, 4, &["x"]);
+    assert_eq!(produce_one(&mut p, "idem", 0, -1, late_start).await.0, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    let bumped = idempotent_batch(pid, 1, 0, &["f"]);
+    let (code, f_at) = produce_one(&mut p, "idem", 0, -1, bumped.clone()).await;
+    assert_eq!((code, f_at), (NONE, a_at + 5));
+    let fenced = idempotent_batch(pid, 0, 5, &["x"]);
+    assert_eq!(produce_one(&mut p, "idem", 0, -1, fenced).await.0, INVALID_PRODUCER_EPOCH);
+    let mut tx = batch::BatchBuilder::new(1_000).producer(pid, 1, 1);
+    tx.push(1_000, None, Some(b"t"));
+    let mut tx = tx.build();
+    tx[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // the transactional attribute
+    let crc = batch::compute_crc(&tx);
+    tx[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(produce_one(&mut p, "idem", 0, -1, Bytes::from(tx)).await.0, INVALID_RECORD);
+    let expected: Vec<(i64, String)> =
+        ["a", "b", "c", "d", "e", "f"].iter().enumerate().map(|(i, v)| (a_at + i as i64, v.to_string())).collect();
+    assert_eq!(all_values(&cluster.kafka[&leader], "idem").await, expected);
+
+    // The leader goes away; the new leader knows the producer's batches from the replicated log.
+    cluster.nodes[&leader].shutdown().await;
+    let survivor = cluster.nodes.keys().copied().find(|n| *n != leader).expect("a survivor");
+    let mut c = Conn::open(&cluster.kafka[&survivor]).await;
+    let new_leader = loop {
+        let (l, _) = leader_of(&mut c, "idem", 0).await;
+        if l != leader {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut p = Conn::open(&cluster.kafka[&new_leader]).await;
+    let retry = loop {
+        let answer = produce_one(&mut p, "idem", 0, -1, bumped.clone()).await;
+        if answer.0 != NOT_LEADER_OR_FOLLOWER {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(retry, (NONE, f_at), "the retry at the new leader is answered with the original offset");
+    assert_eq!(produce_one(&mut p, "idem", 0, -1, first).await.0, INVALID_PRODUCER_EPOCH, "a fenced epoch");
+    let (code, g_at) = produce_one(&mut p, "idem", 0, -1, idempotent_batch(pid, 1, 1, &["g"])).await;
+    assert_eq!(code, NONE);
+    assert!(g_at > f_at, "{g_at} after {f_at} (the new leader's blank entry in between)");
+    let mut expected = expected;
+    expected.push((g_at, "g".to_string()));
+    assert_eq!(all_values(&cluster.kafka[&new_leader], "idem").await, expected);
 
     for node in cluster.nodes.values() {
         node.shutdown().await;

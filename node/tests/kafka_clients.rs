@@ -13,6 +13,10 @@
 //!   message acknowledged; the node restarts; no acknowledged message is lost or reordered (the
 //!   at-least-once rule in `tests/clients/consume_check.py`: idempotence is off, so a retried
 //!   batch may be stored twice).
+//! - `idempotent_producer_stores_every_message_once_through_two_leader_kills`: an idempotent
+//!   confluent-kafka producer (`enable.idempotence=true`, five requests in flight) sends 50,000
+//!   keyed messages while the leader of partition 0 is SIGKILLed twice (restarted after each);
+//!   every message is stored exactly once, per key in send order, at its acknowledged offset.
 //! - `malformed_requests_are_rejected_and_the_broker_keeps_serving`: truncated, oversized,
 //!   negative and garbage frames, an unknown API key and a Produce with a bad CRC, on raw sockets
 //!   (`tests/clients/malformed.py`); the broker drops the connection or answers CORRUPT_MESSAGE,
@@ -576,6 +580,47 @@ impl Cluster {
         Ok(check)
     }
 
+    /// SIGKILLs the node leading `partition` of `topic`; answers it and when.
+    fn kill_leader_of(&mut self, topic: &str, partition: i64) -> (u64, Instant) {
+        let before = self.metadata(Some(topic), &self.bootstrap());
+        let leader_broker = before.leaders[&partition];
+        let victim = self.node_of_broker(&before.brokers[&leader_broker]);
+        self.kill(victim);
+        (victim, Instant::now())
+    }
+
+    /// Waits until the survivors' Metadata names a survivor as the leader of `partition`,
+    /// saying how the leadership looked along the way.
+    fn wait_survivor_leads(&self, topic: &str, partition: i64, victim: u64, killed_at: Instant) -> Metadata {
+        let survivors: Vec<String> =
+            self.kafka.iter().filter(|(id, _)| **id != victim).map(|(_, a)| a.clone()).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = None;
+        loop {
+            let m = self.metadata(Some(topic), &survivors.join(","));
+            let now = (m.brokers.clone(), m.leaders.get(&partition).copied());
+            if seen.as_ref() != Some(&now) {
+                self.say(format!(
+                    "{:.1?} after the kill, the survivors' Metadata: brokers {:?}, partition {partition} led by {:?}",
+                    killed_at.elapsed(),
+                    now.0,
+                    now.1
+                ));
+                seen = Some(now);
+            }
+            if m.leaders.get(&partition).is_some_and(|l| m.brokers.get(l).is_some_and(|a| *a != self.kafka[&victim])) {
+                self.say(format!(
+                    "{:.1?} after the kill: partition {partition} led by broker {}",
+                    killed_at.elapsed(),
+                    m.leaders[&partition]
+                ));
+                return m;
+            }
+            assert!(Instant::now() < deadline, "no survivor leads partition {partition} 60 s after the kill: {m:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn out_file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -767,39 +812,11 @@ fn acknowledged_messages_survive_a_killed_leader() {
     let acked_at = |n: usize| move |v: &Value| v["acked"].as_u64().is_some_and(|a| a as usize >= n);
     producer.wait_for("10,000 acknowledgements", Duration::from_secs(120), acked_at(10_000));
 
-    let before = cluster.metadata(Some(topic), &cluster.bootstrap());
-    let leader_broker = before.leaders[&0];
-    let victim = cluster.node_of_broker(&before.brokers[&leader_broker]);
-    cluster.kill(victim);
-    let killed_at = Instant::now();
+    let (victim, killed_at) = cluster.kill_leader_of(topic, 0);
     let progress = producer.wait_for("progress", Duration::from_secs(10), |v| v["event"] == "progress");
     let acked_at_kill = progress["acked"].as_u64().unwrap() as usize;
     cluster.say(format!("SIGKILLed node {victim} (leader of partition 0) at {acked_at_kill} acknowledged"));
-
-    // A survivor leads partition 0 (as the survivors' Metadata says).
-    let survivors: Vec<String> =
-        cluster.kafka.iter().filter(|(id, _)| **id != victim).map(|(_, a)| a.clone()).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = None;
-    let after = loop {
-        let m = cluster.metadata(Some(topic), &survivors.join(","));
-        let now = (m.brokers.clone(), m.leaders.get(&0).copied());
-        if seen.as_ref() != Some(&now) {
-            cluster.say(format!(
-                "{:.1?} after the kill, the survivors' Metadata: brokers {:?}, partition 0 led by {:?}",
-                killed_at.elapsed(),
-                now.0,
-                now.1
-            ));
-            seen = Some(now);
-        }
-        if m.leaders.get(&0).is_some_and(|l| m.brokers.get(l).is_some_and(|a| *a != cluster.kafka[&victim])) {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "no survivor leads partition 0 60 s after the kill: {m:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    cluster.say(format!("{:.1?} after the kill: partition 0 led by broker {}", killed_at.elapsed(), after.leaders[&0]));
+    cluster.wait_survivor_leads(topic, 0, victim, killed_at);
     producer.wait_for("10,000 more acknowledgements", Duration::from_secs(120), acked_at(acked_at_kill + 10_000));
     cluster.say(format!("{:.1?} after the kill: the producer acknowledged 10,000 more", killed_at.elapsed()));
 
@@ -822,6 +839,50 @@ fn acknowledged_messages_survive_a_killed_leader() {
     let m = cluster.metadata(Some(topic), &cluster.bootstrap());
     assert!(m.every_partition_led(PARTITIONS), "after the restart: {m:?}");
     cluster.say(format!("after the restart: leaders {:?}, ISR sizes {:?}", m.leaders, m.isrs));
+    cluster.assert_alive();
+}
+
+#[test]
+fn idempotent_producer_stores_every_message_once_through_two_leader_kills() {
+    const COUNT: usize = 50_000;
+    const RATE_PER_S: usize = 2_500;
+    let _one = one_cluster_at_a_time();
+    let mut cluster = Cluster::start();
+    let topic = "idempotent";
+    cluster.create_topic(topic);
+
+    let acked_path = cluster.out_file("confluent-idempotent-acked.jsonl");
+    let mut cmd = cluster.producer("produce_confluent.py", topic, COUNT, &acked_path);
+    // Five requests in flight per connection, as librdkafka's idempotent producer allows: the
+    // broker's sequence checks, not the client's caution, keep retries in order and unique.
+    cmd.args(["--idempotent", "--rate", &RATE_PER_S.to_string(), "--max-in-flight", "5"]);
+    cmd.args(["--message-timeout-ms", "240000", "--timeout", "300"]);
+    let mut producer = cluster.background("produce_confluent (idempotent, two failovers)", cmd);
+    let acked_at = |n: usize| move |v: &Value| v["acked"].as_u64().is_some_and(|a| a as usize >= n);
+    let mut next = 5_000;
+    for kill in 1..=2 {
+        producer.wait_for(&format!("{next} acknowledgements"), Duration::from_secs(180), acked_at(next));
+        let (victim, killed_at) = cluster.kill_leader_of(topic, 0);
+        cluster.say(format!("kill {kill}: SIGKILLed node {victim} (leader of partition 0)"));
+        cluster.wait_survivor_leads(topic, 0, victim, killed_at);
+        let progress = producer.wait_for("progress", Duration::from_secs(10), |v| v["event"] == "progress");
+        next = progress["acked"].as_u64().unwrap() as usize + 5_000;
+        producer.wait_for("5,000 more acknowledgements", Duration::from_secs(180), acked_at(next));
+        cluster.spawn(victim);
+        cluster.wait_kafka_port(victim, Duration::from_secs(60));
+        cluster.wait_ready(Duration::from_secs(60));
+        cluster.say(format!("kill {kill}: node {victim} restarted"));
+        next += 5_000;
+    }
+    let out = producer.finish(Duration::from_secs(300));
+    let summary = assert_produced(&out, COUNT);
+    cluster.say(format!("the producer: {summary}"));
+    assert!(summary["retries"].as_u64().is_some_and(|r| r > 0), "the failovers made the producer retry: {summary}");
+    cluster.wait_ready(Duration::from_secs(60));
+
+    // Exactly once, in send order per key, at the acknowledged offsets — despite the retries.
+    let check = cluster.consume_check(topic, "confluent", "exact", &[&acked_path], &[], &[summary]);
+    assert_eq!(check["consumed"].as_u64().unwrap() as usize, COUNT, "{check:#}");
     cluster.assert_alive();
 }
 

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 use keel_core::metadata::{
-    Command, FIRST_PARTITION_GROUP, MetadataState, NodeId, PartitionAssignment, Reply, TOPIC_PARTITIONS_MAX,
+    Command, FIRST_PARTITION_GROUP, MetadataState, NodeId, PRODUCER_ID_BLOCK_MAX, PartitionAssignment, Reply,
+    TOPIC_PARTITIONS_MAX,
 };
 use proptest::prelude::*;
 
@@ -80,6 +81,11 @@ enum Op {
     Remove {
         node: NodeId,
     },
+    /// Producer ids for `node`: `count` 0 and past the block limit are refusals.
+    ProducerIds {
+        node: NodeId,
+        count: u32,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -102,7 +108,9 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (any::<u8>(), prop_oneof![6 => Just(0i8), 1 => Just(-1i8), 1 => Just(1i8)])
             .prop_map(|(group, epoch_delta)| Op::Complete { group, epoch_delta }),
         2 => node.clone().prop_map(|node| Op::Decommission { node }),
-        2 => node.prop_map(|node| Op::Remove { node }),
+        2 => node.clone().prop_map(|node| Op::Remove { node }),
+        2 => (node, prop_oneof![8 => 1u32..2000, 1 => Just(0), 1 => Just(PRODUCER_ID_BLOCK_MAX + 1)])
+            .prop_map(|(node, count)| Op::ProducerIds { node, count }),
     ]
 }
 
@@ -184,6 +192,7 @@ fn command(state: &MetadataState, op: &Op) -> Command {
         }
         Op::Decommission { node } => Command::Decommission { node: *node },
         Op::Remove { node } => Command::RemoveNode { node: *node },
+        Op::ProducerIds { node, count } => Command::AllocateProducerIds { node: *node, count: *count },
     }
 }
 
@@ -212,6 +221,8 @@ struct Model {
     next_group: u64,
     /// Every group id ever handed out.
     handed_out: BTreeSet<u64>,
+    /// Producer ids handed out: every block starts where the last ended, from 0.
+    next_producer_id: i64,
 }
 
 impl Model {
@@ -444,6 +455,16 @@ fn step(
                 m.nodes.remove(node);
             }
         }
+        Command::AllocateProducerIds { node, count } => {
+            let expect = m.nodes.contains_key(node) && (1..=PRODUCER_ID_BLOCK_MAX).contains(count);
+            prop_assert_eq!(ok, expect, "{:?} -> {:?}", cmd, result);
+            if ok {
+                prop_assert_eq!(&result, &Ok(Reply::ProducerIds { first: m.next_producer_id, count: *count }));
+                m.next_producer_id += i64::from(*count);
+                let expected = MetadataState { next_producer_id: m.next_producer_id, ..unchanged(&before, index) };
+                prop_assert_eq!(&*s, &expected, "AllocateProducerIds changed something else");
+            }
+        }
     }
     check(s, m, &before)?;
     for g in placed {
@@ -570,6 +591,7 @@ fn run(default_rf: u16, initial: Vec<Option<usize>>, ops: Vec<Op>) -> Result<(),
         topics: BTreeMap::new(),
         next_group: FIRST_PARTITION_GROUP,
         handed_out: BTreeSet::new(),
+        next_producer_id: 0,
     };
     let initial = initial.into_iter().enumerate().map(|(i, rack)| Op::Register {
         id: i as u64 + 1,

@@ -46,6 +46,8 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub const TOPIC_PARTITIONS_MAX: u32 = 10_000;
 /// Most partitions the whole cluster may have (every one is a Raft group on RF nodes).
 pub const CLUSTER_PARTITIONS_MAX: u64 = 100_000;
+/// Most producer ids one [`Command::AllocateProducerIds`] may take.
+pub const PRODUCER_ID_BLOCK_MAX: u32 = 1 << 20;
 
 /// A node as it registered itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +207,12 @@ pub enum Command {
     RemoveNode {
         node: NodeId,
     },
+    /// Hand `count` idempotent-producer ids to `node` (a block it gives out to InitProducerId
+    /// requests): ids are unique in the cluster because the metadata group hands each out once.
+    AllocateProducerIds {
+        node: NodeId,
+        count: u32,
+    },
 }
 
 /// What a successfully applied command answers.
@@ -221,6 +229,11 @@ pub enum Reply {
     /// A reassignment started (or, for a decommission, this many did).
     Reassigning {
         partitions: usize,
+    },
+    /// Producer ids `first .. first + count` are the asking node's to hand out.
+    ProducerIds {
+        first: i64,
+        count: u32,
     },
 }
 
@@ -253,6 +266,8 @@ pub enum MetaError {
     NodeNotDrained { node: NodeId, partitions: usize },
     #[error("node {0} is not being decommissioned")]
     NotDecommissioning(NodeId),
+    #[error("invalid producer id block: {0}")]
+    InvalidProducerIds(String),
     #[error("node {0} conflicts with a registered node: {1}")]
     NodeConflict(NodeId, String),
     /// The entry did not hold a command (a bug or corruption; the entry changes nothing).
@@ -273,6 +288,9 @@ pub struct MetadataState {
     pub applied_index: u64,
     /// Replication factor used when a topic does not name one (capped by the node count).
     pub default_replication_factor: u16,
+    /// The first idempotent-producer id not handed out yet; every id below it was handed out
+    /// once, in a block to one node.
+    pub next_producer_id: i64,
 }
 
 impl MetadataState {
@@ -330,6 +348,7 @@ impl MetadataState {
             Command::CompleteReassignment { group, epoch } => self.complete_reassignment(*group, *epoch),
             Command::Decommission { node } => self.decommission(*node),
             Command::RemoveNode { node } => self.remove_node(*node).map(|()| Reply::Done),
+            Command::AllocateProducerIds { node, count } => self.allocate_producer_ids(*node, *count),
         };
         self.check_invariants();
         result
@@ -576,6 +595,23 @@ impl MetadataState {
         Ok(())
     }
 
+    fn allocate_producer_ids(&mut self, node: NodeId, count: u32) -> Result<Reply, MetaError> {
+        if !self.nodes.contains_key(&node) {
+            return Err(MetaError::UnknownNode(node));
+        }
+        if count == 0 || count > PRODUCER_ID_BLOCK_MAX {
+            return Err(MetaError::InvalidProducerIds(format!(
+                "{count} ids (must be between 1 and {PRODUCER_ID_BLOCK_MAX})"
+            )));
+        }
+        let first = self.next_producer_id;
+        let next = first
+            .checked_add(i64::from(count))
+            .ok_or_else(|| MetaError::InvalidProducerIds("the producer id space is used up".into()))?;
+        self.next_producer_id = next;
+        Ok(Reply::ProducerIds { first, count })
+    }
+
     /// A checksum of the whole state, to compare replicas of the metadata cheaply.
     pub fn digest(&self) -> u32 {
         let text = format!("{self:?}");
@@ -602,6 +638,7 @@ impl MetadataState {
             }
         }
         assert_eq!(seen.len(), self.groups.len());
+        assert!(self.next_producer_id >= 0, "next producer id {} is negative", self.next_producer_id);
     }
 }
 

@@ -64,7 +64,8 @@ pub(crate) fn meta_error(e: &MetaError) -> ResponseError {
         | MetaError::StaleReassignment { .. }
         | MetaError::NodeNotDrained { .. }
         | MetaError::NotDecommissioning(_)
-        | MetaError::NodeConflict(..) => ResponseError::InvalidRequest,
+        | MetaError::NodeConflict(..)
+        | MetaError::InvalidProducerIds(_) => ResponseError::InvalidRequest,
         MetaError::Undecodable(_) => ResponseError::UnknownServerError,
     }
 }

@@ -18,6 +18,7 @@ mod configs;
 mod fetch;
 mod metadata;
 mod produce;
+mod producer_id;
 mod versions;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use tokio::io::AsyncWriteExt;
 use crate::node::Node;
 
 pub use configs::BrokerConfig;
+pub use producer_id::ProducerIdBlock;
 
 /// Settings of a node's Kafka listener.
 #[derive(Debug, Clone)]
@@ -320,6 +322,7 @@ pub fn decode_request(frame: Bytes) -> Result<(ApiKey, i16), FrameError> {
         ApiKey::DescribeConfigs => drop(req.decode::<m::DescribeConfigsRequest>()?),
         ApiKey::AlterConfigs => drop(req.decode::<m::AlterConfigsRequest>()?),
         ApiKey::IncrementalAlterConfigs => drop(req.decode::<m::IncrementalAlterConfigsRequest>()?),
+        ApiKey::InitProducerId => drop(req.decode::<m::InitProducerIdRequest>()?),
         other => return Err(FrameError::NotServed { api: other, version }),
     }
     Ok((api, version))
@@ -356,6 +359,7 @@ async fn handle(node: &Arc<Node>, config: &KafkaConfig, mut req: Request, turn: 
         ApiKey::DescribeConfigs => configs::describe_configs(node, config, &mut req),
         ApiKey::AlterConfigs => configs::alter_configs(node, &mut req).await,
         ApiKey::IncrementalAlterConfigs => configs::incremental_alter_configs(node, &mut req).await,
+        ApiKey::InitProducerId => producer_id::init_producer_id(node, &mut req).await,
         other => Err(FrameError::NotServed { api: other, version: req.version }),
     }
 }

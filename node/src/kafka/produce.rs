@@ -6,6 +6,12 @@
 //! acks=1 answers once the leader holds it fsynced (Kafka's acks=1, weaker: a leader failure
 //! right after may lose it). acks=0 appends and sends nothing back. The partitions of one
 //! request are appended concurrently.
+//!
+//! A batch with a producer id (an idempotent producer's) is checked against the partition's
+//! producer state first (`Replica::propose`): a retry of a stored batch is answered
+//! with the stored batch's offset and never stored twice; a gap in the sequence is
+//! OUT_OF_ORDER_SEQUENCE_NUMBER, a fenced epoch INVALID_PRODUCER_EPOCH. Transactional batches
+//! are refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +28,7 @@ use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::produce_response::TopicProduceResponse;
 use keel_core::batch;
 use keel_core::batch::BatchHeader;
+use keel_core::producer::SequenceError;
 
 use super::Answer;
 use super::KafkaConfig;
@@ -179,11 +186,8 @@ async fn submit(node: &Arc<Node>, target: &Target, records: Option<Bytes>, acks:
         Ok(h) => h,
         Err((code, message)) => return refuse(code, message),
     };
-    if header.producer_id >= 0 || header.is_transactional() {
-        return refuse(
-            ResponseError::InvalidRecord,
-            "idempotent and transactional batches are not supported yet; produce with enable.idempotence=false".into(),
-        );
+    if header.is_transactional() {
+        return refuse(ResponseError::InvalidRecord, "transactional batches are not supported".into());
     }
     let replica = match node.replica(target.group) {
         Some(r) if r.is_leader() => r,
@@ -192,7 +196,7 @@ async fn submit(node: &Arc<Node>, target: &Target, records: Option<Bytes>, acks:
     if let Some(reason) = replica.failed() {
         return refuse(ResponseError::KafkaStorageError, format!("partition stopped: {reason}"));
     }
-    match replica.submit(records, acks).await {
+    match replica.propose(records, acks).await {
         Ok(pending) => Submitted::Pending { group: target.group, replica, pending },
         Err(e) => Submitted::Answer(finish(node, target.group, &replica, Ok(Err(e)), Duration::ZERO, v)),
     }
@@ -222,6 +226,14 @@ fn finish(
             failure(ResponseError::MessageTooLarge, format!("batch of {n} bytes is above the log's limit"), v)
         }
         Ok(Err(AppendError::Corrupt(m))) => failure(ResponseError::CorruptMessage, m, v),
+        Ok(Err(AppendError::Sequence(e @ SequenceError::InvalidEpoch { .. }))) => {
+            failure(ResponseError::InvalidProducerEpoch, e.to_string(), v)
+        }
+        Ok(Err(AppendError::Sequence(e @ SequenceError::OutOfOrder { .. }))) => {
+            failure(ResponseError::OutOfOrderSequenceNumber, e.to_string(), v)
+        }
+        // A new leader still applying earlier terms: the client retries after a metadata refresh.
+        Ok(Err(AppendError::NotReady)) => not_leader(node, group, v),
         // The entry may still commit: the client retries (a duplicate is possible without
         // idempotence), and a replica that lost leadership meanwhile says so.
         Ok(Err(AppendError::Unknown(m))) => {

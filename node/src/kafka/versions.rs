@@ -28,6 +28,8 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    // v6 adds two-phase commit for transactions (KIP-939), which Keel does not have.
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The served range of `api`, if Keel serves it.

@@ -1,16 +1,18 @@
 //! The partition's `RaftStateMachine`.
 //!
 //! The partition's data lives once, in the log. Applying an entry therefore only moves the
-//! applied position (which defines the high watermark: the end offset of the last applied entry)
-//! and records membership; the response to a producer is the offset range its batch was given,
-//! read from the stored entry.
+//! applied position (which defines the high watermark: the end offset of the last applied entry),
+//! records membership, and folds an idempotent producer's batch into the partition's producer
+//! state (`keel_core::producer`: epochs and the last batches' sequences and offsets, which the
+//! leader checks retries against); the response to a producer is the offset range its batch was
+//! given, read from the stored entry.
 //!
 //! The state is checkpointed to `sm-checkpoint` (atomically) every
 //! `checkpoint_every_entries` applied entries (default [`CHECKPOINT_EVERY_ENTRIES`]), so a restart re-applies only the log tail after
 //! the checkpoint, not the whole log. A checkpoint whose last applied entry is not in the log with
 //! the same term (this replica lost an unsynced tail it had already applied) is ignored: the state
-//! is derivable from the log, so ignoring costs time, never correctness. Snapshots hold only
-//! (last applied, membership) — enough for openraft's bookkeeping. Keel keeps every log entry (no Raft-driven purge: the snapshot policy
+//! is derivable from the log, so ignoring costs time, never correctness. Snapshots hold
+//! (last applied, membership, high watermark, producer state) — enough for openraft's bookkeeping. Keel keeps every log entry (no Raft-driven purge: the snapshot policy
 //! is `Never`), so a follower never needs a snapshot to catch up; retention, when it purges, must
 //! ship segments as the snapshot (docs/architecture.md).
 
@@ -33,6 +35,11 @@ use openraft::storage::RaftStateMachine;
 use serde::Deserialize;
 use serde::Serialize;
 
+use keel_core::batch::BatchHeader;
+use keel_core::producer::ProducerBatch;
+use keel_core::producer::ProducerStates;
+use keel_core::producer::StoredBatch;
+
 use super::Applied;
 use super::LogId;
 use super::Response;
@@ -40,7 +47,9 @@ use super::StoredMembership;
 use super::TypeConfig;
 use super::log_store::LogShared;
 
-const SNAPSHOT_BYTES_MAX: u64 = 1 << 20;
+/// Largest encoded state (checkpoint or snapshot): the producer state dominates, bounded by
+/// `keel_core::producer::PRODUCERS_PER_PARTITION_MAX` producers of at most five batches each.
+const SNAPSHOT_BYTES_MAX: u64 = 64 << 20;
 /// Applied entries between two checkpoints of the state machine, by default.
 pub const CHECKPOINT_EVERY_ENTRIES: u64 = 4096;
 const CHECKPOINT_FILE: &str = "sm-checkpoint";
@@ -51,6 +60,8 @@ struct SmData {
     membership: StoredMembership,
     /// End offset of the last applied entry: the partition's high watermark.
     high_watermark: u64,
+    /// Idempotent producers' epochs and last batches, as of the last applied entry.
+    producers: ProducerStates,
 }
 
 struct SmInner {
@@ -124,6 +135,20 @@ impl StateMachine {
 
     pub fn advanced(&self) -> &Arc<tokio::sync::Notify> {
         &self.advanced
+    }
+
+    /// A copy of the producer state as of the last applied entry.
+    pub fn producers(&self) -> ProducerStates {
+        self.inner().data.producers.clone()
+    }
+
+    /// The applied batch of `batch`'s producer and epoch with `batch`'s sequence range, if the
+    /// state still remembers it.
+    pub fn stored_batch(&self, batch: &ProducerBatch) -> Option<StoredBatch> {
+        let g = self.inner();
+        let entry = g.data.producers.get(batch.producer_id).filter(|e| e.epoch == batch.epoch)?;
+        let last_seq = batch.last_seq();
+        entry.batches.iter().find(|b| b.first_seq == batch.first_seq && b.last_seq == last_seq).copied()
     }
 
     /// The offsets the stored entry at `index` occupies.
@@ -203,8 +228,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 if self.log.is_some() {
                     g.data.high_watermark = applied.base_offset + applied.offset_count;
                 }
-                if let EntryPayload::Membership(m) = entry.payload {
-                    g.data.membership = StoredMembership::new(Some(entry.log_id), m);
+                match entry.payload {
+                    EntryPayload::Membership(m) => {
+                        g.data.membership = StoredMembership::new(Some(entry.log_id), m);
+                    }
+                    EntryPayload::Normal(batch) if self.log.is_some() => {
+                        // The leader checked the bytes before proposing them; a header that does
+                        // not parse here carries no producer state.
+                        let producer = BatchHeader::parse(&batch.0).ok().and_then(|h| ProducerBatch::of(&h));
+                        if let Some(p) = producer {
+                            g.data.producers.record(&p, applied.base_offset, applied.offset_count);
+                        }
+                    }
+                    _ => {}
                 }
             }
             if let Some(r) = responder {

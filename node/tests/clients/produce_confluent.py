@@ -4,12 +4,14 @@ delivery report.
 
     produce_confluent.py --bootstrap B --topic T --count N --out ACKED.jsonl
         [--keys 100] [--client confluent] [--rate MSGS_PER_S] [--max-in-flight 5]
-        [--message-timeout-ms 120000]
+        [--message-timeout-ms 120000] [--idempotent]
 
 Message i has key k<i % keys> and value "<client>:k<i % keys>:<i // keys>" (common.message).
 Acknowledged records go to --out with the partition and offset of their delivery report; failed
-ones are counted and the first few printed. Idempotence is off (Keel has no InitProducerId yet),
-so a retried batch may be stored twice; --max-in-flight 1 keeps retries from reordering batches.
+ones are counted and the first few printed. Idempotence is off unless --idempotent, so a retried
+batch may be stored twice; --max-in-flight 1 keeps retries from reordering batches. With
+--idempotent (enable.idempotence=true: InitProducerId, sequence numbers, up to 5 requests in
+flight) every message must be stored exactly once and in order, retries or not.
 
 Prints progress lines while producing and one summary line; exits 1 unless every message was
 acknowledged before --timeout.
@@ -48,6 +50,7 @@ def main():
     ap.add_argument("--rate", type=float, default=0, help="messages per second, 0 = unpaced")
     ap.add_argument("--max-in-flight", type=int, default=5)
     ap.add_argument("--message-timeout-ms", type=int, default=120_000)
+    ap.add_argument("--idempotent", action="store_true", help="enable.idempotence=true")
     ap.add_argument("--timeout", type=float, default=300, help="seconds for everything")
     a = ap.parse_args()
 
@@ -83,7 +86,7 @@ def main():
         "bootstrap.servers": a.bootstrap,
         "client.id": "keel-test-" + a.client,
         "acks": "all",
-        "enable.idempotence": False,
+        "enable.idempotence": a.idempotent,
         "linger.ms": 5,
         "retries": 1_000_000,
         "retry.backoff.ms": 100,
@@ -122,7 +125,7 @@ def main():
     out.close()
     summary = {"event": "summary", "client": a.client, "count": a.count, "acked": acked, "failed": failed,
                "unanswered": left, "errors": errors, "client_errors": client_errors,
-               "seconds": round(seconds, 3)}
+               "seconds": round(seconds, 3), "idempotent": a.idempotent}
     summary.update(request_stats(stats.get("last")))
     emit(summary)
     sys.exit(0 if acked == a.count else 1)
