@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use keel_checker::checkers::{
-    acked_not_lost, commit_monotonic, failed_not_present, offsets_unique_dense, produce_linearizable,
-    read_committed_only, replicas_agree, single_leader_per_term,
+    acked_not_lost, commit_monotonic, failed_not_present, idempotent_no_duplicates, offsets_unique_dense,
+    produce_linearizable, read_committed_only, replicas_agree, single_leader_per_term,
 };
 use keel_checker::{
     Commit, Event, EventType, Fault, History, Leader, Op, Produce, Read, Record, Verdict, check_all, report,
@@ -25,6 +25,8 @@ const READER_BASE: u64 = 100;
 const NEMESIS: u64 = 1_000_000;
 /// The consumer reading through the leader.
 const CONSUMER: u64 = 90;
+/// The producer whose produces are idempotent (each stored at most once).
+const IDEMPOTENT_PRODUCER: u64 = 1;
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -118,6 +120,7 @@ impl Model {
                 key: Some(format!("k{}", self.produced % 3)),
                 value: format!("v-{}", self.produced),
                 offset: None,
+                idempotent: process == IDEMPOTENT_PRODUCER,
             };
             self.pending.insert(process, produce.clone());
             return self.push(process, EventType::Invoke, Op::Produce(produce));
@@ -218,6 +221,18 @@ fn final_read(events: &[Event], node: usize) -> usize {
     events.len() - 2 * (NODES as usize - node) + 1
 }
 
+/// (`ok` event, value) of every acknowledged idempotent produce.
+fn idempotent_acks(events: &[Event]) -> Vec<(usize, String)> {
+    events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match (&e.op, e.kind) {
+            (Op::Produce(p), EventType::Ok) if p.idempotent => Some((i, p.value.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 fn records_mut(event: &mut Event) -> &mut Vec<Record> {
     match &mut event.op {
         Op::Read(read) => &mut read.records,
@@ -313,6 +328,23 @@ proptest! {
             let history = build(events);
             assert_caught(&history, offsets_unique_dense::check(&history), &[a, b])?;
         }
+    }
+
+    #[test]
+    fn an_idempotent_record_stored_again_is_caught(g in valid_history(), pick: usize, node in 0usize..3) {
+        let mut events = g.events;
+        let read = final_read(&events, node);
+        let acked = idempotent_acks(&events);
+        prop_assume!(!acked.is_empty());
+        let (ok, value) = acked[pick % acked.len()].clone();
+        let records = records_mut(&mut events[read]);
+        let end = records.last().map_or(0, |r| r.offset + 1);
+        let original = records.iter().find(|r| r.value == value).cloned();
+        let original = original.expect("a final read holds every acknowledged record");
+        // The retry's second copy at the log end, as a broker that does not deduplicate stores it.
+        records_mut(&mut events[read]).push(Record { offset: end, ..original });
+        let history = build(events);
+        assert_caught(&history, idempotent_no_duplicates::check(&history), &[ok, read])?;
     }
 
     #[test]

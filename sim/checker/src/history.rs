@@ -391,7 +391,7 @@ mod tests {
     #[test]
     fn produce_completion_must_match_invoke_and_ok_needs_offset() {
         let produce = |value: &str, offset| {
-            Op::Produce(Produce { partition: "p0".into(), key: None, value: value.into(), offset })
+            Op::Produce(Produce { partition: "p0".into(), key: None, value: value.into(), offset, idempotent: false })
         };
         let ev = |kind, op| Event { process: 1, kind, op, time_ns: 0 };
         let mismatched = vec![ev(EventType::Invoke, produce("a", None)), ev(EventType::Ok, produce("b", Some(1)))];

@@ -27,6 +27,10 @@ pub struct Produce {
     /// Acknowledged base offset; present exactly on `ok` completions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// Sent by an idempotent producer (a producer id and sequence numbers; retries of the
+    /// operation resend the same batch), so the record must be stored at most once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idempotent: bool,
 }
 
 /// One data record as a read returned it.

@@ -18,7 +18,13 @@ pub(crate) struct Recorder {
 }
 
 fn produce_op(key: &str, value: &str, offset: Option<u64>) -> Op {
-    Op::Produce(Produce { partition: P0.to_owned(), key: Some(key.to_owned()), value: value.to_owned(), offset })
+    Op::Produce(Produce {
+        partition: P0.to_owned(),
+        key: Some(key.to_owned()),
+        value: value.to_owned(),
+        offset,
+        idempotent: false,
+    })
 }
 
 impl Recorder {
@@ -46,6 +52,18 @@ impl Recorder {
 
     pub(crate) fn info(&mut self, process: u64, key: &str, value: &str) -> usize {
         self.push(process, EventType::Info, produce_op(key, value, None))
+    }
+
+    /// Invoke then ok of an idempotent producer's record; returns (invoke, ok).
+    pub(crate) fn acked_idempotent(&mut self, process: u64, key: &str, value: &str, offset: u64) -> (usize, usize) {
+        let idempotent = |offset| match produce_op(key, value, offset) {
+            Op::Produce(p) => Op::Produce(Produce { idempotent: true, ..p }),
+            other => other,
+        };
+        (
+            self.push(process, EventType::Invoke, idempotent(None)),
+            self.push(process, EventType::Ok, idempotent(Some(offset))),
+        )
     }
 
     /// Invoke then ok; returns (invoke, ok).

@@ -55,7 +55,13 @@ pub async fn producer(
         let value = format!("c{process}-{n}");
         n += 1;
         let produce =
-            Produce { partition: partition.clone(), key: Some(key.clone()), value: value.clone(), offset: None };
+            Produce {
+            partition: partition.clone(),
+            key: Some(key.clone()),
+            value: value.clone(),
+            offset: None,
+            idempotent: false,
+        };
         recorder.record(process, EventType::Invoke, Op::Produce(produce.clone()));
         let mut b = batch::BatchBuilder::new(0);
         b.push(0, Some(key.as_bytes()), Some(value.as_bytes()));
