@@ -201,7 +201,9 @@ where
             };
             match answer {
                 Ok(Some(frame)) => {
-                    if writer.write_all(&frame).await.is_err() {
+                    // Flushed per answer: a socket that buffers writes (madsim's does, until
+                    // flush) must not hold an answer back.
+                    if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
                         return Ok(());
                     }
                 }

@@ -11,6 +11,8 @@
 //! - [`view`]: derived views shared by checkers: produce operations with their outcome, `ok`
 //!   reads, final reads per replica.
 //! - [`verdict`]: [`Verdict`], [`Violation`], and [`report`] (human-readable summary).
+//! - [`timeline`]: the history as spans (operations per process, faults, leaders per term) and
+//!   the text timeline around a violation; [`svg_timeline`] draws the same as an SVG picture.
 //! - [`checkers`]: one guarantee per file, each `check(&History) -> Verdict`, and
 //!   [`check_all`]:
 //!   - `acked_not_lost`: acknowledged produces are in the final reads;
@@ -28,6 +30,8 @@
 pub mod checkers;
 pub mod history;
 pub mod payload;
+pub mod svg_timeline;
+pub mod timeline;
 pub mod verdict;
 pub mod view;
 

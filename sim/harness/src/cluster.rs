@@ -20,6 +20,7 @@ use keel_core::log::LogConfig;
 use keel_core::storage::Storage;
 use keel_core::storage::sim::SimFaults;
 use keel_core::storage::sim::SimStorage;
+use keel_node::kafka::KafkaConfig;
 use keel_node::node::ControlTiming;
 use keel_node::node::Node;
 use keel_node::node::NodeConfig;
@@ -32,6 +33,8 @@ use madsim::runtime::Handle;
 use crate::recorder::Recorder;
 
 pub const RAFT_PORT: u16 = 7000;
+/// Where each node serves Kafka clients.
+pub const KAFKA_PORT: u16 = 9092;
 /// Metadata entries between two metadata snapshots in the simulation.
 const METADATA_SNAPSHOT_EVERY_ENTRIES: u64 = 8;
 /// The nemesis's process id in the history.
@@ -43,6 +46,11 @@ pub fn node_ip(id: u64) -> IpAddr {
 
 pub fn node_addr(id: u64) -> String {
     format!("{}:{RAFT_PORT}", node_ip(id))
+}
+
+/// Node `id`'s Kafka address, as it advertises it in Metadata.
+pub fn kafka_addr(id: u64) -> String {
+    format!("{}:{KAFKA_PORT}", node_ip(id))
 }
 
 pub fn partition_name(group: u64) -> String {
@@ -111,6 +119,8 @@ impl Default for ClusterConfig {
 
 pub struct SimCluster {
     handle: Handle,
+    /// The disks' usual fsync latency, restored after a slow-disk fault.
+    fsync_latency: std::ops::Range<Duration>,
     slots: Mutex<BTreeMap<u64, Slot>>,
     recorder: Recorder,
 }
@@ -137,7 +147,7 @@ fn node_config(config: &ClusterConfig, id: u64) -> NodeConfig {
         id,
         data_dir: PathBuf::from("/keel"),
         addr: node_addr(id),
-        kafka_addr: format!("{}:9092", node_ip(id)),
+        kafka_addr: kafka_addr(id),
         rack: None,
         // The first three nodes vote in the metadata group; the others follow as learners.
         voters: (1..=config.nodes.min(3)).map(|n| (n, node_addr(n))).collect(),
@@ -180,17 +190,22 @@ impl SimCluster {
                     async move {
                         let observer =
                             Arc::new(SimObserver { recorder: recorder.clone(), incarnation, opened: Mutex::default() });
-                        match tokio::net::TcpListener::bind(("0.0.0.0", RAFT_PORT)).await {
-                            Ok(listener) => {
-                                if let Err(e) = Node::start(config, storage, listener, observer).await {
+                        let raft = tokio::net::TcpListener::bind(("0.0.0.0", RAFT_PORT)).await;
+                        let kafka = tokio::net::TcpListener::bind(("0.0.0.0", KAFKA_PORT)).await;
+                        match (raft, kafka) {
+                            (Ok(listener), Ok(kafka)) => match Node::start(config, storage, listener, observer).await {
+                                Ok(node) => {
+                                    tokio::spawn(keel_node::kafka::serve(node, kafka, KafkaConfig::default()));
+                                }
+                                Err(e) => {
                                     let mut detail = BTreeMap::new();
                                     detail.insert("error".to_string(), serde_json::Value::String(e.to_string()));
                                     let op =
                                         Op::Fault(FaultEvent { fault: "start-failed".into(), node: Some(id), detail });
                                     recorder.record(NEMESIS, EventType::Info, op);
                                 }
-                            }
-                            Err(e) => tracing::error!(id, error = %e, "bind failed"),
+                            },
+                            (Err(e), _) | (_, Err(e)) => tracing::error!(id, error = %e, "bind failed"),
                         }
                         std::future::pending::<()>().await;
                     }
@@ -198,7 +213,7 @@ impl SimCluster {
                 .build();
             slots.insert(id, Slot { madsim_id: node.id(), storage, up: true });
         }
-        Arc::new(SimCluster { handle, slots: Mutex::new(slots), recorder })
+        Arc::new(SimCluster { handle, fsync_latency: config.fsync_latency.clone(), slots: Mutex::new(slots), recorder })
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Slot>> {
@@ -264,11 +279,53 @@ impl SimCluster {
         self.note("packet-loss", None, detail);
     }
 
-    /// Restores every link and node: unclogs, stops packet loss, restarts crashed nodes.
+    /// Cuts every link between a node of `a` and a node of `b`, both ways (clients keep
+    /// reaching every node).
+    pub fn partition(&self, fault: &str, a: &[u64], b: &[u64], detail: BTreeMap<String, serde_json::Value>) {
+        let slots = self.slots();
+        let net = NetSim::current();
+        for x in a {
+            for y in b {
+                if let (Some(sx), Some(sy)) = (slots.get(x), slots.get(y)) {
+                    net.clog_link(sx.madsim_id, sy.madsim_id);
+                    net.clog_link(sy.madsim_id, sx.madsim_id);
+                }
+            }
+        }
+        drop(slots);
+        self.note(fault, None, detail);
+    }
+
+    /// Every packet takes `latency` (instead of madsim's default) until healed.
+    pub fn delay(&self, latency: std::ops::Range<Duration>) {
+        let mut detail = BTreeMap::new();
+        detail.insert("min_ms".to_string(), serde_json::Value::from(latency.start.as_millis() as u64));
+        detail.insert("max_ms".to_string(), serde_json::Value::from(latency.end.as_millis() as u64));
+        NetSim::current().update_config(|c| c.send_latency = latency);
+        self.note("delay", None, detail);
+    }
+
+    /// The node's fsyncs take `latency` (None: the usual latency again).
+    pub fn disk_latency(&self, id: u64, latency: Option<std::ops::Range<Duration>>) {
+        let Some(storage) = self.slots().get(&id).map(|s| s.storage.clone()) else { return };
+        let slow = latency.is_some();
+        let latency = latency.unwrap_or_else(|| self.fsync_latency.clone());
+        let mut detail = BTreeMap::new();
+        detail.insert("min_ms".to_string(), serde_json::Value::from(latency.start.as_millis() as u64));
+        detail.insert("max_ms".to_string(), serde_json::Value::from(latency.end.as_millis() as u64));
+        storage.set_faults(SimFaults { sync_latency: latency, ..storage.faults() });
+        self.note(if slow { "slow-disk" } else { "slow-disk-end" }, Some(id), detail);
+    }
+
+    /// Restores every link and node: unclogs, stops packet loss and delay, restarts crashed
+    /// nodes.
     pub fn heal(&self) {
         let ids: Vec<(u64, madsim::task::NodeId)> = self.slots().iter().map(|(k, s)| (*k, s.madsim_id)).collect();
         let net = NetSim::current();
-        net.update_config(|c| c.packet_loss_rate = 0.0);
+        net.update_config(|c| {
+            c.packet_loss_rate = 0.0;
+            c.send_latency = madsim::net::Config::default().send_latency;
+        });
         for (_, a) in &ids {
             net.unclog_node(*a);
             for (_, b) in &ids {

@@ -1,11 +1,9 @@
 //! Fault schedules: what the nemesis does and when, drawn from the seed.
 //!
-//! A schedule is plain data, generated before the run from its own RNG stream, so the same seed
-//! gives the same schedule and a schedule can be printed, saved and replayed.
+//! A schedule is plain data, generated before the run from its own RNG stream (a proptest value
+//! tree, [`crate::strategy`]), so the same seed gives the same schedule and a schedule can be
+//! printed, saved, replayed and shrunk.
 
-use rand::Rng;
-use rand::SeedableRng;
-use rand::rngs::SmallRng;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -31,6 +29,22 @@ pub enum Fault {
     /// The node's next fsync fails (EIO). Its partition must stop (fail closed); after
     /// `down_ms` an operator restarts the node.
     FsyncError { node: u64, down_ms: u64 },
+    /// Every packet takes `min_ms..max_ms` (instead of 1..10 ms) for `duration_ms`. madsim's
+    /// TCP stays ordered within a connection, so messages reorder across connections (Raft
+    /// RPCs, heartbeats, client requests), not inside one.
+    Delay { min_ms: u64, max_ms: u64, duration_ms: u64 },
+    /// The node's fsyncs take `min_ms..max_ms` for `duration_ms`.
+    SlowDisk { node: u64, min_ms: u64, max_ms: u64, duration_ms: u64 },
+    /// Power loss on the node while an fsync is in flight: its fsyncs are made slow
+    /// (`sync_ms` each) and the crash comes `after_ms` later, when one almost surely is; the
+    /// writes it was making durable are lost (a prefix kept, the last torn). Restarts after
+    /// `down_ms`.
+    CrashInFsync { node: u64, sync_ms: u64, after_ms: u64, down_ms: u64 },
+    /// The nodes split into `side` and the rest, which cannot reach each other (clients reach
+    /// both), for `duration_ms`.
+    Halves { side: Vec<u64>, duration_ms: u64 },
+    /// `left` and `right` cannot reach each other, but both reach `bridge`, for `duration_ms`.
+    Bridge { left: Vec<u64>, bridge: u64, right: Vec<u64>, duration_ms: u64 },
 }
 
 /// A fault and when it fires, in milliseconds after the workload starts.
@@ -60,52 +74,19 @@ impl Fault {
             | Fault::PacketLoss { duration_ms, .. } => *duration_ms,
             Fault::StaleCandidate { isolated_ms, down_ms, .. } => isolated_ms + down_ms,
             Fault::FsyncError { down_ms, .. } => *down_ms,
+            Fault::Delay { duration_ms, .. }
+            | Fault::SlowDisk { duration_ms, .. }
+            | Fault::Halves { duration_ms, .. }
+            | Fault::Bridge { duration_ms, .. } => *duration_ms,
+            Fault::CrashInFsync { after_ms, down_ms, .. } => after_ms + down_ms,
         }
     }
 }
 
-fn pick_node(rng: &mut SmallRng, nodes: u64) -> u64 {
-    rng.gen_range(1..=nodes)
-}
-
-/// Draws a schedule of faults over the workload window from `seed`.
+/// Draws a schedule of faults over the workload window from `seed` (a proptest value tree of
+/// the seed: see [`crate::strategy`], which also shrinks it).
 pub fn generate(seed: u64, config: &ScheduleConfig) -> Vec<Scheduled> {
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0x6b65_656c_6661_756c);
-    let mut out = Vec::new();
-    let mut at_ms = rng.gen_range(config.gap_ms.clone());
-    while at_ms < config.workload_ms {
-        let fault = match rng.gen_range(0..11) {
-            0 | 1 => Fault::Crash { nodes: vec![pick_node(&mut rng, config.nodes)], down_ms: rng.gen_range(200..3000) },
-            2 => {
-                // A majority at once: what loses data if anything acknowledged was not durable.
-                let spared = pick_node(&mut rng, config.nodes);
-                let nodes = (1..=config.nodes).filter(|n| *n != spared).collect();
-                Fault::Crash { nodes, down_ms: rng.gen_range(200..2000) }
-            }
-            3 => Fault::CrashLeader { down_ms: rng.gen_range(200..3000) },
-            4 => Fault::Isolate { node: pick_node(&mut rng, config.nodes), duration_ms: rng.gen_range(300..4000) },
-            5 | 6 => Fault::IsolateLeader { duration_ms: rng.gen_range(300..4000) },
-            7 => {
-                let from = pick_node(&mut rng, config.nodes);
-                let mut to = pick_node(&mut rng, config.nodes);
-                if to == from {
-                    to = from % config.nodes + 1;
-                }
-                Fault::OneWay { from, to, duration_ms: rng.gen_range(300..3000) }
-            }
-            8 => Fault::PacketLoss { rate_pct: rng.gen_range(5..40), duration_ms: rng.gen_range(500..3000) },
-            9 => Fault::FsyncError { node: pick_node(&mut rng, config.nodes), down_ms: rng.gen_range(1000..3000) },
-            _ => Fault::StaleCandidate {
-                node: pick_node(&mut rng, config.nodes),
-                isolated_ms: rng.gen_range(1000..4000),
-                down_ms: rng.gen_range(500..2000),
-            },
-        };
-        let next = at_ms + fault.duration_ms() + rng.gen_range(config.gap_ms.clone());
-        out.push(Scheduled { at_ms, fault });
-        at_ms = next;
-    }
-    out
+    crate::strategy::generate(seed, config)
 }
 
 #[cfg(test)]
@@ -132,10 +113,48 @@ mod tests {
             }
             for f in &s {
                 assert!(f.at_ms < 20_000);
-                if let Fault::Crash { nodes, .. } = &f.fault {
-                    assert!(nodes.iter().all(|n| (1..=3).contains(n)));
+                match &f.fault {
+                    Fault::Crash { nodes, .. } => assert!(nodes.iter().all(|n| (1..=3).contains(n))),
+                    Fault::Halves { side, .. } => assert!(!side.is_empty() && side.len() < 3, "{side:?}"),
+                    Fault::Bridge { left, bridge, right, .. } => {
+                        assert!(!left.is_empty() && !right.is_empty());
+                        assert!(!left.contains(bridge) && !right.contains(bridge));
+                        assert!(left.iter().all(|n| !right.contains(n)));
+                    }
+                    _ => {}
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_kind_of_fault_is_drawn_by_some_seed_of_1_to_200() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 1..=200 {
+            let nodes = if seed % 2 == 0 { 5 } else { 3 };
+            let c = ScheduleConfig { nodes, ..config() };
+            for f in generate(seed, &c) {
+                let name = format!("{:?}", f.fault);
+                seen.insert(name.split([' ', '{']).next().unwrap_or_default().to_owned());
+            }
+        }
+        let all = [
+            "Crash",
+            "CrashLeader",
+            "Isolate",
+            "IsolateLeader",
+            "OneWay",
+            "PacketLoss",
+            "StaleCandidate",
+            "FsyncError",
+            "Delay",
+            "SlowDisk",
+            "CrashInFsync",
+            "Halves",
+            "Bridge",
+        ];
+        for kind in all {
+            assert!(seen.contains(kind), "no seed draws {kind}: {seen:?}");
         }
     }
 }

@@ -22,6 +22,14 @@ impl ScenarioKind {
         if seed.is_multiple_of(2) { ScenarioKind::Cluster } else { ScenarioKind::Partition }
     }
 
+    /// The shape's name, as in regression files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScenarioKind::Partition => "partition",
+            ScenarioKind::Cluster => "cluster",
+        }
+    }
+
     pub fn nodes(self) -> u64 {
         match self {
             ScenarioKind::Partition => 3,

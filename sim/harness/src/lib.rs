@@ -9,7 +9,10 @@
 //! - [`kind`]: the shapes of a run (one partition on three nodes; a five-node cluster with an
 //!   operator creating, deleting and reassigning).
 //! - [`failure`]: problems outside the checkers, and the kinds of a failure.
-//! - [`shrink`]: greedy, deterministic shrinking of a failing fault schedule.
+//! - [`strategy`]: fault schedules as a proptest strategy; the seed's value tree, and
+//!   proptest's shrinking of it.
+//! - [`shrink`]: greedy, deterministic shrinking of any fault schedule (after proptest's, and
+//!   for saved schedules).
 //! - [`regression`]: regression files (`sim/regressions/*.json`) and their expectations.
 //! - [`recorder`]: the history recorder (simulated time).
 //! - `cluster`: the simulated cluster — nodes, disks, crash/restart/isolate/heal (madsim only).
@@ -26,6 +29,7 @@ pub mod kind;
 pub mod recorder;
 pub mod regression;
 pub mod shrink;
+pub mod strategy;
 
 #[cfg(madsim)]
 pub mod admin;

@@ -146,27 +146,56 @@ mod sim_main {
         canary.map(|c| format!(" --canary {c}")).unwrap_or_default()
     }
 
-    /// `seed N: ok|FAILED trace=… acked=… faults=… sim=…`.
+    /// The header of the per-seed summary table.
+    const TABLE_HEADER: &str =
+        "seed N: result shape      faults ops ok/fail/info    acked checkers         sim s  wall s trace";
+
+    /// One row of the per-seed summary table: `seed N: ok|FAILED shape faults ok/fail/info
+    /// acked checkers sim-seconds wall-seconds trace=hash`.
     fn seed_line(o: &SeedOutcome) -> String {
+        let failing: Vec<&str> = o.verdicts.iter().filter(|v| !v.ok).map(|v| v.checker).collect();
+        let checkers = if failing.is_empty() {
+            format!("{}/{} ok", o.verdicts.len(), o.verdicts.len())
+        } else {
+            failing.join(",")
+        };
+        let problems = if o.problems.is_empty() {
+            String::new()
+        } else {
+            format!(" problems={}", failure_kinds(&[], &o.problems).join(","))
+        };
         format!(
-            "seed {}: {} trace={:016x} acked={} faults={} sim={:.1}s",
+            "seed {}: {} {:<9} {:>6} {:>18} {:>5} {:<16} {:>5.1} {:>7.2} trace={:016x}{problems}",
             o.seed,
             if o.passed { "ok    " } else { "FAILED" },
-            o.trace_hash,
-            o.acked,
+            o.kind.name(),
             o.schedule.len(),
-            o.sim_ms as f64 / 1000.0
+            format!("{}/{}/{}", o.ops.ok, o.ops.fail, o.ops.info),
+            o.acked,
+            checkers,
+            o.sim_ms as f64 / 1000.0,
+            o.wall_ms as f64 / 1000.0,
+            o.trace_hash,
         )
     }
 
-    /// Prints a failing seed's problems and checker report, and saves its history and schedule
-    /// under `<out>/<dir_name>/`.
+    /// Prints a failing seed's problems, checker report and the text timeline around the first
+    /// violation, and saves its history, schedule, timeline.txt and timeline.svg under
+    /// `<out>/<dir_name>/`.
     fn print_failure(o: &SeedOutcome, out: &Path, dir_name: &str) {
         for p in &o.problems {
             println!("  problem: {p}");
         }
-        if let Ok(h) = keel_checker::History::from_jsonl(&o.history_jsonl) {
-            for line in keel_checker::report(&h, &o.verdicts).lines() {
+        let history = keel_checker::History::from_jsonl(&o.history_jsonl).ok();
+        if let Some(h) = &history {
+            for line in keel_checker::report(h, &o.verdicts).lines() {
+                println!("  {line}");
+            }
+        }
+        let timeline = history.as_ref().map(|h| keel_checker::timeline::text(h, &o.verdicts));
+        if let Some(t) = &timeline {
+            println!();
+            for line in t.lines() {
                 println!("  {line}");
             }
         }
@@ -174,7 +203,24 @@ mod sim_main {
         if std::fs::create_dir_all(&dir).is_ok() {
             let _ = std::fs::write(dir.join("history.jsonl"), &o.history_jsonl);
             let _ = std::fs::write(dir.join("schedule.json"), scenario::schedule_json(&o.schedule));
-            println!("  history and schedule saved in {}", dir.display());
+            if let (Some(h), Some(t)) = (&history, &timeline) {
+                let failing: Vec<&str> = o.verdicts.iter().filter(|v| !v.ok).map(|v| v.checker).collect();
+                let kinds = failure_kinds(&o.verdicts, &o.problems);
+                let caption = format!(
+                    "seed {} ({}, {} faults): failed with {}{}",
+                    o.seed,
+                    o.kind.name(),
+                    o.schedule.len(),
+                    kinds.join(", "),
+                    if failing.is_empty() { String::new() } else { format!(" ({} checkers)", failing.len()) }
+                );
+                let _ = std::fs::write(dir.join("timeline.txt"), t);
+                let _ = std::fs::write(
+                    dir.join("timeline.svg"),
+                    keel_checker::svg_timeline::render(h, &o.verdicts, &caption),
+                );
+            }
+            println!("  history, schedule and timeline (timeline.svg opens in a browser) saved in {}", dir.display());
         }
     }
 
@@ -198,6 +244,7 @@ mod sim_main {
         let (mut passed, mut failed) = (0u64, 0u64);
         let started = std::time::Instant::now();
         let mut sim_ms_total = 0u64;
+        println!("{TABLE_HEADER}");
         for seed in first..=last {
             let o = scenario::run_seed(seed, options(args, schedule.clone()));
             sim_ms_total += o.sim_ms;
@@ -239,7 +286,7 @@ mod sim_main {
         }
         let wall = started.elapsed().as_secs_f64();
         println!(
-            "simulated {:.0}s in {:.1}s of wall time ({:.0}x)",
+            "simulated {:.0}s in {:.1}s of wall time: {:.0} simulated seconds per wall second",
             sim_ms_total as f64 / 1000.0,
             wall,
             sim_ms_total as f64 / 1000.0 / wall.max(1e-9)
@@ -274,6 +321,10 @@ mod sim_main {
         Ok(())
     }
 
+    fn schedule_is_the_seeds(args: &Args) -> bool {
+        args.schedule.is_none()
+    }
+
     fn shrink_seed(args: &Args, schedule: Option<Vec<Scheduled>>) -> i32 {
         let seed = args.seed.unwrap_or_default();
         let canary = args.canary.as_deref();
@@ -285,16 +336,31 @@ mod sim_main {
             return 1;
         };
         println!("fails with {}; shrinking while it still fails with {target}", kinds.join(", "));
-        let shrunk = shrink::shrink(&original.schedule, args.shrink_runs, |candidate| {
+        let mut still_fails = |candidate: &[Scheduled]| {
             let o = scenario::run_seed(seed, options(args, Some(candidate.to_vec())));
             let kept = failure_kinds(&o.verdicts, &o.problems).contains(&target);
             if kept {
                 println!("  kept: {} (trace={:016x})", shrink::size(candidate), o.trace_hash);
             }
             kept
-        });
+        };
+        // The seed's own schedule shrinks through its proptest value tree first; a schedule
+        // read from a file (no tree) only greedily.
+        let (start, tree_runs) = if schedule_is_the_seeds(args) {
+            let kind = keel_sim::kind::ScenarioKind::for_seed(seed);
+            let config = scenario::schedule_config(kind, args.workload_ms);
+            let t = keel_sim::strategy::shrink(seed, &config, args.shrink_runs, &mut still_fails);
+            println!("proptest shrinking: {} runs, {} kept: {}", t.runs, t.kept, shrink::size(&t.schedule));
+            (t.schedule, t.runs)
+        } else {
+            (original.schedule.clone(), 0)
+        };
+        let greedy_budget = args.shrink_runs.saturating_sub(tree_runs).max(args.shrink_runs / 4);
+        let shrunk = shrink::shrink(&start, greedy_budget, &mut still_fails);
         println!(
-            "shrunk in {} runs ({} kept{}): original {}; shrunk {}",
+            "shrunk in {} runs ({} proptest, then {} greedy with {} kept{}): original {}; shrunk {}",
+            tree_runs + shrunk.runs,
+            tree_runs,
             shrunk.runs,
             shrunk.steps,
             if shrunk.budget_spent { ", run budget spent" } else { ", fixed point" },

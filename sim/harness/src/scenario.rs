@@ -16,6 +16,7 @@ use madsim::runtime::Handle;
 use crate::admin;
 use crate::cluster::ClusterConfig;
 use crate::cluster::SimCluster;
+use crate::cluster::kafka_addr;
 use crate::cluster::node_addr;
 use crate::failure::Problem;
 use crate::failure::ProblemKind;
@@ -59,7 +60,34 @@ pub struct SeedOutcome {
     pub history_jsonl: String,
     pub schedule: Vec<Scheduled>,
     pub acked: usize,
+    /// Client operations by outcome (an operation never completed counts as `info`).
+    pub ops: OpCounts,
+    pub kind: ScenarioKind,
     pub sim_ms: u64,
+    /// Wall-clock time the seed took (outside the simulation: for the speed report only).
+    pub wall_ms: u64,
+}
+
+/// Client operations of a run by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    pub ok: usize,
+    pub fail: usize,
+    pub info: usize,
+}
+
+impl OpCounts {
+    fn of(history: &History) -> OpCounts {
+        let mut c = OpCounts::default();
+        for op in history.operations() {
+            match op.completion.map(|i| history.events()[i].kind) {
+                Some(keel_checker::EventType::Ok) => c.ok += 1,
+                Some(keel_checker::EventType::Fail) => c.fail += 1,
+                _ => c.info += 1,
+            }
+        }
+        c
+    }
 }
 
 const CONTROL_ID: u64 = 900;
@@ -72,13 +100,16 @@ const SAMPLER_ID: u64 = 650;
 /// Runs `seed` on a fresh OS thread with a fresh madsim runtime (thread-local state of std and
 /// tokio is per thread, so runs in one process do not influence each other).
 pub fn run_seed(seed: u64, options: RunOptions) -> SeedOutcome {
+    let started = std::time::Instant::now();
+    let kind = options.kind.unwrap_or_else(|| ScenarioKind::for_seed(seed));
     let result = std::thread::spawn(move || {
         let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
         rt.block_on(scenario(seed, options))
     })
     .join();
+    let wall_ms = started.elapsed().as_millis() as u64;
     match result {
-        Ok(outcome) => outcome,
+        Ok(outcome) => SeedOutcome { wall_ms, ..outcome },
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
@@ -94,10 +125,18 @@ pub fn run_seed(seed: u64, options: RunOptions) -> SeedOutcome {
                 history_jsonl: String::new(),
                 schedule: Vec::new(),
                 acked: 0,
+                ops: OpCounts::default(),
+                kind,
                 sim_ms: 0,
+                wall_ms,
             }
         }
     }
+}
+
+/// How a seed's fault schedule is drawn for its shape.
+pub fn schedule_config(kind: ScenarioKind, workload_ms: u64) -> faults::ScheduleConfig {
+    faults::ScheduleConfig { nodes: kind.nodes(), workload_ms, gap_ms: 200..1500 }
 }
 
 async fn scenario(seed: u64, options: RunOptions) -> SeedOutcome {
@@ -106,10 +145,8 @@ async fn scenario(seed: u64, options: RunOptions) -> SeedOutcome {
     let kind = options.kind.unwrap_or_else(|| ScenarioKind::for_seed(seed));
     let config = ClusterConfig { nodes: kind.nodes(), ..ClusterConfig::default() };
     let cluster = SimCluster::start(seed, &config, recorder.clone());
-    let schedule = options.schedule.clone().unwrap_or_else(|| {
-        let sc = faults::ScheduleConfig { nodes: config.nodes, workload_ms: options.workload_ms, gap_ms: 200..1500 };
-        faults::generate(seed, &sc)
-    });
+    let schedule =
+        options.schedule.clone().unwrap_or_else(|| faults::generate(seed, &schedule_config(kind, options.workload_ms)));
     let control = handle.create_node().name("control").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1))).build();
     let (rec, cl, sched, opts) = (recorder.clone(), cluster.clone(), schedule.clone(), options.clone());
     let joined =
@@ -118,29 +155,35 @@ async fn scenario(seed: u64, options: RunOptions) -> SeedOutcome {
         Ok(p) => p,
         Err(e) => vec![Problem::new(ProblemKind::ControlTask, format!("control task failed: {e}"))],
     };
-    finish(seed, recorder, schedule, problems)
+    finish(seed, kind, recorder, schedule, problems)
 }
 
 fn handle_clone() -> Handle {
     Handle::current()
 }
 
-fn finish(seed: u64, recorder: Recorder, schedule: Vec<Scheduled>, mut problems: Vec<Problem>) -> SeedOutcome {
+fn finish(
+    seed: u64,
+    kind: ScenarioKind,
+    recorder: Recorder,
+    schedule: Vec<Scheduled>,
+    mut problems: Vec<Problem>,
+) -> SeedOutcome {
     let sim_ms = recorder.elapsed_ns() / 1_000_000;
     let events = recorder.events();
     let history = History::new(events);
-    let (verdicts, jsonl, acked) = match history {
+    let (verdicts, jsonl, acked, ops) = match history {
         Ok(h) => {
             let acked = h
                 .events()
                 .iter()
                 .filter(|e| e.kind == keel_checker::EventType::Ok && matches!(e.op, keel_checker::Op::Produce(_)))
                 .count();
-            (keel_checker::check_all(&h), h.to_jsonl(), acked)
+            (keel_checker::check_all(&h), h.to_jsonl(), acked, OpCounts::of(&h))
         }
         Err(e) => {
             problems.push(Problem::new(ProblemKind::MalformedHistory, format!("malformed history: {e}")));
-            (Vec::new(), String::new(), 0)
+            (Vec::new(), String::new(), 0, OpCounts::default())
         }
     };
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -155,7 +198,10 @@ fn finish(seed: u64, recorder: Recorder, schedule: Vec<Scheduled>, mut problems:
         history_jsonl: jsonl,
         schedule,
         acked,
+        ops,
+        kind,
         sim_ms,
+        wall_ms: 0,
     }
 }
 
@@ -180,6 +226,8 @@ async fn control_loop(
     let mut fault_problems = Vec::new();
     let start_ns = recorder.elapsed_ns();
     let deadline_ns = start_ns + options.workload_ms * 1_000_000;
+    // The Kafka clients bootstrap from every node's Kafka listener.
+    let bootstrap: Vec<String> = nodes.iter().map(|n| kafka_addr(*n)).collect();
     let mut producers = Vec::new();
     for i in 0..options.producers {
         let process = PRODUCER_BASE + i;
@@ -188,16 +236,14 @@ async fn control_loop(
             .name(format!("producer-{i}"))
             .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, i as u8 + 1)))
             .build();
-        let t = workload::client_transport(process, &nodes, node_addr);
-        let (rec, ns) = (recorder.clone(), nodes.clone());
-        producers.push(node.spawn(workload::producer(process, group, ns, t, rec, deadline_ns)));
+        let rec = recorder.clone();
+        producers.push(node.spawn(workload::producer(process, group, bootstrap.clone(), rec, deadline_ns)));
     }
 
     let consumer = {
         let node = handle.create_node().name("consumer").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1))).build();
-        let t = workload::client_transport(CONSUMER_ID, &nodes, node_addr);
-        let (rec, ns) = (recorder.clone(), nodes.clone());
-        node.spawn(workload::consumer(CONSUMER_ID, group, ns, t, rec, deadline_ns))
+        let rec = recorder.clone();
+        node.spawn(workload::consumer(CONSUMER_ID, group, bootstrap.clone(), rec, deadline_ns))
     };
     let sampler = {
         let node = handle.create_node().name("sampler").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 4, 1))).build();
@@ -363,6 +409,46 @@ async fn apply_fault(
             cluster.crash(*node);
             cluster.restart(*node);
             return problem;
+        }
+        Fault::Delay { min_ms, max_ms, duration_ms } => {
+            cluster.delay(Duration::from_millis(*min_ms)..Duration::from_millis((*max_ms).max(min_ms + 1)));
+            wait(*duration_ms).await;
+            cluster.heal();
+        }
+        Fault::SlowDisk { node, min_ms, max_ms, duration_ms } => {
+            cluster.disk_latency(
+                *node,
+                Some(Duration::from_millis(*min_ms)..Duration::from_millis((*max_ms).max(min_ms + 1))),
+            );
+            wait(*duration_ms).await;
+            cluster.disk_latency(*node, None);
+        }
+        Fault::CrashInFsync { node, sync_ms, after_ms, down_ms } => {
+            let sync = Duration::from_millis(*sync_ms);
+            cluster.disk_latency(*node, Some(sync..sync + Duration::from_millis(1)));
+            wait(*after_ms).await;
+            cluster.crash(*node);
+            cluster.disk_latency(*node, None);
+            wait(*down_ms).await;
+            cluster.restart(*node);
+        }
+        Fault::Halves { side, duration_ms } => {
+            let rest: Vec<u64> = nodes.iter().copied().filter(|n| !side.contains(n)).collect();
+            let mut detail = BTreeMap::new();
+            detail.insert("side".to_string(), serde_json::json!(side));
+            detail.insert("rest".to_string(), serde_json::json!(rest));
+            cluster.partition("partition", side, &rest, detail);
+            wait(*duration_ms).await;
+            cluster.heal();
+        }
+        Fault::Bridge { left, bridge, right, duration_ms } => {
+            let mut detail = BTreeMap::new();
+            detail.insert("left".to_string(), serde_json::json!(left));
+            detail.insert("bridge".to_string(), serde_json::json!(bridge));
+            detail.insert("right".to_string(), serde_json::json!(right));
+            cluster.partition("bridge", left, right, detail);
+            wait(*duration_ms).await;
+            cluster.heal();
         }
     }
     None

@@ -156,6 +156,21 @@ fn halvings(fault: &Fault) -> Vec<Fault> {
         Fault::FsyncError { node, down_ms } => {
             out.extend(half(down_ms).map(|d| Fault::FsyncError { node, down_ms: d }))
         }
+        Fault::Delay { min_ms, max_ms, duration_ms } => {
+            out.extend(half(duration_ms).map(|d| Fault::Delay { min_ms, max_ms, duration_ms: d }))
+        }
+        Fault::SlowDisk { node, min_ms, max_ms, duration_ms } => {
+            out.extend(half(duration_ms).map(|d| Fault::SlowDisk { node, min_ms, max_ms, duration_ms: d }))
+        }
+        Fault::CrashInFsync { node, sync_ms, after_ms, down_ms } => {
+            out.extend(half(down_ms).map(|d| Fault::CrashInFsync { node, sync_ms, after_ms, down_ms: d }))
+        }
+        Fault::Halves { side, duration_ms } => {
+            out.extend(half(duration_ms).map(|d| Fault::Halves { side, duration_ms: d }))
+        }
+        Fault::Bridge { left, bridge, right, duration_ms } => {
+            out.extend(half(duration_ms).map(|d| Fault::Bridge { left, bridge, right, duration_ms: d }))
+        }
     }
     out
 }

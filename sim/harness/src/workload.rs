@@ -1,15 +1,24 @@
-//! Simulated clients: producers that append through the leader (following redirects) and record
-//! every step, a consumer that keeps reading through the leader during the workload, and the
-//! final reader that reads each replica's committed log.
+//! Simulated clients: producers and a consumer that speak the Kafka protocol to the nodes'
+//! Kafka listeners (`keel_node::kafka_client::KafkaClient` over madsim's TCP: Metadata v12,
+//! Produce v9, Fetch v12), and the final reader that reads each replica's committed log over
+//! the internal protocol (it reads every replica, which Kafka cannot).
 //!
-//! Outcomes: an append answered `Ok` is `ok` with its offset; `NotLeader`/`Rejected` are `fail`
-//! (nothing was proposed); a timeout, a broken connection or `Unknown` is `info` — the record may
-//! or may not be in the log, and the checkers allow both.
+//! Producer outcomes: an answer without error is `ok` with its base offset. An error that
+//! means the broker refused the batch before proposing it (`CORRUPT_MESSAGE`,
+//! `MESSAGE_TOO_LARGE`, `INVALID_RECORD`, `UNKNOWN_TOPIC_OR_PARTITION`, `KAFKA_STORAGE_ERROR`)
+//! is `fail`, as is a connection that could not be opened (nothing was sent). Everything else
+//! — `NOT_LEADER_OR_FOLLOWER`, `REQUEST_TIMED_OUT`, any other code, a timeout, a broken
+//! connection, an answer that does not decode — is `info`: the record may or may not be in the
+//! log, and the checkers allow both. `NOT_LEADER_OR_FOLLOWER` is not a definite refusal in
+//! Kafka, nor in Keel: a leader that steps down after proposing the batch answers it too, and
+//! the batch may still commit under the next leader (`failed_not_present` caught exactly that
+//! on the first seeds when it was mapped to `fail`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use keel_checker::EventType;
 use keel_checker::Op;
 use keel_checker::Produce;
@@ -17,6 +26,9 @@ use keel_checker::Read;
 use keel_checker::Record;
 use keel_core::batch;
 use keel_node::client;
+use keel_node::kafka_client::ClientError;
+use keel_node::kafka_client::KafkaClient;
+use keel_node::kafka_client::Leader;
 use keel_node::raft::network::decode;
 use keel_node::raft::network::encode;
 use keel_node::transport::ClientOnly;
@@ -25,6 +37,11 @@ use keel_node::transport::TransportConfig;
 
 use crate::cluster::partition_name;
 use crate::recorder::Recorder;
+
+/// The workload topic; its one partition (index 0) is Raft group `group`, recorded as
+/// `p{group}` in the history.
+pub const TOPIC: &str = "t";
+const PARTITION: i32 = 0;
 
 /// A client-side transport for client `id` (a process id outside the node id range).
 pub fn client_transport(id: u64, nodes: &[u64], addr: impl Fn(u64) -> String) -> Transport {
@@ -36,21 +53,51 @@ pub fn client_transport(id: u64, nodes: &[u64], addr: impl Fn(u64) -> String) ->
     t
 }
 
+/// How long a producer waits for a Produce answer.
 pub const APPEND_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the broker may wait for the commit (`timeout_ms` of the Produce request).
+const PRODUCE_BROKER_TIMEOUT_MS: i32 = 2_500;
+/// How long a Metadata request may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause after an answer that gives no better place to go.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Produces unique values to `group` until `deadline_ns` of simulated time.
-pub async fn producer(
-    process: u64,
-    group: u64,
-    nodes: Vec<u64>,
-    transport: Transport,
-    recorder: Recorder,
-    deadline_ns: u64,
-) {
+/// Whether a Produce error code says the batch was refused before it was proposed.
+fn definitely_refused(code: i16) -> bool {
+    [
+        ResponseError::CorruptMessage,
+        ResponseError::MessageTooLarge,
+        ResponseError::InvalidRecord,
+        ResponseError::UnknownTopicOrPartition,
+        ResponseError::KafkaStorageError,
+    ]
+    .iter()
+    .any(|e| e.code() == code)
+}
+
+/// Asks Metadata for the partition's leader; None (after a pause) when no broker names one.
+async fn find_leader(client: &mut KafkaClient) -> Option<Leader> {
+    match client.leader(TOPIC, PARTITION, METADATA_TIMEOUT).await {
+        Ok(Some(l)) => Some(l),
+        Ok(None) | Err(_) => {
+            madsim::time::sleep(RETRY_PAUSE).await;
+            None
+        }
+    }
+}
+
+/// Produces unique keyed values (acks=all) to the workload partition until `deadline_ns` of
+/// simulated time, following leadership through Metadata.
+pub async fn producer(process: u64, group: u64, bootstrap: Vec<String>, recorder: Recorder, deadline_ns: u64) {
     let partition = partition_name(group);
-    let mut target = nodes[(process as usize) % nodes.len()];
+    let mut client = KafkaClient::new(format!("producer-{process}"), bootstrap, process as usize);
+    let mut leader: Option<Leader> = None;
     let mut n = 0u64;
     while recorder.elapsed_ns() < deadline_ns {
+        let Some(addr) = leader.as_ref().map(|l| l.addr.clone()) else {
+            leader = find_leader(&mut client).await;
+            continue;
+        };
         let key = format!("k{}", n % 5);
         let value = format!("c{process}-{n}");
         n += 1;
@@ -65,104 +112,104 @@ pub async fn producer(
         recorder.record(process, EventType::Invoke, Op::Produce(produce.clone()));
         let mut b = batch::BatchBuilder::new(0);
         b.push(0, Some(key.as_bytes()), Some(value.as_bytes()));
-        let body = Bytes::from(b.build());
-        let answer = transport.call(target, group, client::KIND_APPEND, body, APPEND_TIMEOUT).await;
-        let decoded = answer.map_err(|e| e.to_string()).and_then(|b| decode::<client::AppendResponse>(&b));
-        let mut pause_ms = 0;
-        match decoded {
-            Ok(client::AppendResponse::Ok { base_offset, .. }) => {
-                let ok = Produce { offset: Some(base_offset), ..produce };
+        let records = Bytes::from(b.build());
+        let answer = match client.connect(&addr).await {
+            Ok(()) => client.produce(&addr, TOPIC, PARTITION, records, PRODUCE_BROKER_TIMEOUT_MS, APPEND_TIMEOUT).await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(p) if p.error_code == 0 && p.base_offset >= 0 => {
+                let ok = Produce { offset: Some(p.base_offset as u64), ..produce };
                 recorder.record(process, EventType::Ok, Op::Produce(ok));
             }
-            Ok(client::AppendResponse::NotLeader { leader }) => {
-                recorder.record(process, EventType::Fail, Op::Produce(produce));
-                match leader {
-                    Some(l) if l != target && nodes.contains(&l) => target = l,
-                    _ => {
-                        target = next_node(&nodes, target);
-                        pause_ms = 100;
-                    }
+            Ok(p) => {
+                let kind = if definitely_refused(p.error_code) { EventType::Fail } else { EventType::Info };
+                recorder.record(process, kind, Op::Produce(produce));
+                // Whoever leads now, Metadata says; a refusal for another reason (a stopped
+                // partition, metadata not caught up) deserves a pause first.
+                if p.error_code != ResponseError::NotLeaderOrFollower.code() {
+                    madsim::time::sleep(RETRY_PAUSE).await;
                 }
+                leader = None;
             }
-            Ok(client::AppendResponse::Rejected(_)) => {
-                // Refused, e.g. by a node whose metadata does not know the partition yet.
+            Err(ClientError::Connect { .. } | ClientError::Encode { .. }) => {
+                // Nothing was sent.
                 recorder.record(process, EventType::Fail, Op::Produce(produce));
-                target = next_node(&nodes, target);
-                pause_ms = 100;
+                leader = None;
+                madsim::time::sleep(RETRY_PAUSE).await;
             }
-            Ok(client::AppendResponse::Unknown(_)) | Err(_) => {
+            Err(_) => {
                 recorder.record(process, EventType::Info, Op::Produce(produce));
-                target = next_node(&nodes, target);
-                pause_ms = 100;
+                leader = None;
+                madsim::time::sleep(RETRY_PAUSE).await;
             }
-        }
-        if pause_ms > 0 {
-            madsim::time::sleep(Duration::from_millis(pause_ms)).await;
         }
     }
-}
-
-fn next_node(nodes: &[u64], current: u64) -> u64 {
-    let i = nodes.iter().position(|n| *n == current).unwrap_or(0);
-    nodes[(i + 1) % nodes.len()]
 }
 
 /// Pause between a consumer's reads when it is caught up (or was refused).
 pub const CONSUMER_PAUSE: Duration = Duration::from_millis(20);
 pub const CONSUMER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Reads `group` through whoever leads (`leader_only`), incrementally from offset 0, until
-/// `deadline_ns`; every read that answers is recorded `ok` with the records it returned and
-/// `node: None` (`read_committed_only` judges them against the final log). Refusals are `fail`,
-/// timeouts `info`.
-pub async fn consumer(
-    process: u64,
-    group: u64,
-    nodes: Vec<u64>,
-    transport: Transport,
-    recorder: Recorder,
-    deadline_ns: u64,
-) {
+/// Fetches the workload partition through whoever leads (with its leader epoch), incrementally
+/// from offset 0, until `deadline_ns`; every Fetch answered without error is recorded `ok` with
+/// the records it returned and `node: None` (`read_committed_only` judges them against the
+/// final log). Error answers and connections that cannot be opened are `fail`, timeouts and
+/// broken connections `info`.
+pub async fn consumer(process: u64, group: u64, bootstrap: Vec<String>, recorder: Recorder, deadline_ns: u64) {
     let partition = partition_name(group);
-    let mut target = nodes[(process as usize) % nodes.len()];
+    let mut client = KafkaClient::new(format!("consumer-{process}"), bootstrap, process as usize);
+    let mut leader: Option<Leader> = None;
     let mut offset = 0u64;
     while recorder.elapsed_ns() < deadline_ns {
+        let Some(l) = leader.clone() else {
+            leader = find_leader(&mut client).await;
+            continue;
+        };
         let invoke = Read { partition: partition.clone(), node: None, records: Vec::new(), caught_up: false };
         recorder.record(process, EventType::Invoke, Op::Read(invoke.clone()));
-        let req = client::ReadRequest { offset, bytes_max: 64 << 10, leader_only: true };
-        let resp = match encode(&req) {
-            Ok(body) => {
-                let answer = transport.call(target, group, client::KIND_READ, body, CONSUMER_READ_TIMEOUT).await;
-                answer.map_err(|e| e.to_string()).and_then(|b| decode::<client::ReadResponse>(&b))
+        let answer = match client.connect(&l.addr).await {
+            Ok(()) => {
+                let at = i64::try_from(offset).unwrap_or(i64::MAX);
+                client.fetch(&l.addr, TOPIC, PARTITION, at, l.epoch, 64 << 10, 0, CONSUMER_READ_TIMEOUT).await
             }
-            Err(e) => Ok(client::ReadResponse::Error(e)),
+            Err(e) => Err(e),
         };
-        match resp {
-            Ok(client::ReadResponse::Ok { batches, .. }) => match records_of(&batches) {
-                Ok((records, next)) => {
-                    let more = next > offset;
-                    offset = offset.max(next);
-                    recorder.record(process, EventType::Ok, Op::Read(Read { records, ..invoke }));
-                    if more {
-                        continue;
+        match answer {
+            Ok(p) if p.error_code == 0 => {
+                let parsed = p
+                    .records
+                    .as_ref()
+                    .map_or(Ok(Vec::new()), keel_node::kafka_client::split_batches)
+                    .and_then(|batches| records_of(&batches));
+                match parsed {
+                    Ok((records, next)) => {
+                        let more = next > offset;
+                        offset = offset.max(next);
+                        recorder.record(process, EventType::Ok, Op::Read(Read { records, ..invoke }));
+                        if more {
+                            continue;
+                        }
                     }
+                    Err(_) => recorder.record(process, EventType::Fail, Op::Read(invoke)),
                 }
-                Err(_) => recorder.record(process, EventType::Fail, Op::Read(invoke)),
-            },
-            Ok(client::ReadResponse::NotLeader { leader }) => {
-                recorder.record(process, EventType::Fail, Op::Read(invoke));
-                target = match leader {
-                    Some(l) if nodes.contains(&l) => l,
-                    _ => next_node(&nodes, target),
-                };
             }
-            Ok(client::ReadResponse::Error(_)) => {
+            Ok(p) => {
                 recorder.record(process, EventType::Fail, Op::Read(invoke));
-                target = next_node(&nodes, target);
+                // An offset above this leader's high watermark (it is catching up) is worth
+                // asking again; anything else (not the leader, a fenced or unknown epoch, a
+                // stopped partition) sends us to Metadata.
+                if p.error_code != ResponseError::OffsetOutOfRange.code() {
+                    leader = None;
+                }
+            }
+            Err(ClientError::Connect { .. } | ClientError::Encode { .. }) => {
+                recorder.record(process, EventType::Fail, Op::Read(invoke));
+                leader = None;
             }
             Err(_) => {
                 recorder.record(process, EventType::Info, Op::Read(invoke));
-                target = next_node(&nodes, target);
+                leader = None;
             }
         }
         madsim::time::sleep(CONSUMER_PAUSE).await;
