@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn the_picture_has_a_bar_per_operation_fault_and_leader_and_marks_the_violation() {
         let produce = |v: &str, offset: Option<u64>| {
-            Op::Produce(Produce { partition: "p1".into(), key: None, value: v.into(), offset })
+            Op::Produce(Produce { partition: "p1".into(), key: None, value: v.into(), offset, idempotent: false })
         };
         let h = History::new(vec![
             Event {

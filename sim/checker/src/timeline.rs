@@ -332,7 +332,13 @@ mod tests {
     }
 
     fn produce(value: &str, offset: Option<u64>) -> Op {
-        Op::Produce(Produce { partition: "p1".into(), key: Some("k".into()), value: value.into(), offset })
+        Op::Produce(Produce {
+            partition: "p1".into(),
+            key: Some("k".into()),
+            value: value.into(),
+            offset,
+            idempotent: false,
+        })
     }
 
     fn fault(name: &str, node: Option<u64>) -> Op {

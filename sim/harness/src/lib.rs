@@ -16,6 +16,8 @@
 //! - [`regression`]: regression files (`sim/regressions/*.json`) and their expectations.
 //! - [`recorder`]: the history recorder (simulated time).
 //! - `cluster`: the simulated cluster — nodes, disks, crash/restart/isolate/heal (madsim only).
+//! - `idempotent`: idempotent producers (InitProducerId, sequence numbers, the same batch resent
+//!   until acknowledged) (madsim only).
 //! - `workload`: producers following redirects, replica reads (madsim only).
 //! - `admin`: the simulated operator (topic churn, reassignments) and the replica sampler
 //!   (madsim only).
@@ -35,6 +37,8 @@ pub mod strategy;
 pub mod admin;
 #[cfg(madsim)]
 pub mod cluster;
+#[cfg(madsim)]
+pub mod idempotent;
 #[cfg(madsim)]
 pub mod scenario;
 #[cfg(madsim)]

@@ -51,6 +51,9 @@ mod sim_main {
         /// Concurrent producers.
         #[arg(long, default_value_t = 3)]
         producers: u64,
+        /// Concurrent idempotent producers, besides `--producers`.
+        #[arg(long, default_value_t = 2)]
+        idempotent_producers: u64,
         /// Replay this fault schedule instead of the seed's own: a schedule as saved on failure,
         /// or a regression file (its `schedule` is used).
         #[arg(long)]
@@ -139,7 +142,13 @@ mod sim_main {
     }
 
     fn options(args: &Args, schedule: Option<Vec<Scheduled>>) -> RunOptions {
-        RunOptions { workload_ms: args.workload_ms, producers: args.producers, schedule, ..RunOptions::default() }
+        RunOptions {
+            workload_ms: args.workload_ms,
+            producers: args.producers,
+            idempotent_producers: args.idempotent_producers,
+            schedule,
+            ..RunOptions::default()
+        }
     }
 
     fn canary_flag(canary: Option<&str>) -> String {
@@ -265,10 +274,11 @@ mod sim_main {
                 failed += 1;
                 print_failure(&o, &args.out, &seed_dir(seed, canary));
                 println!(
-                    "  replay: sim/run --seed {seed}{} --workload-ms {} --producers {}",
+                    "  replay: sim/run --seed {seed}{} --workload-ms {} --producers {} --idempotent-producers {}",
                     canary_flag(canary),
                     args.workload_ms,
-                    args.producers
+                    args.producers,
+                    args.idempotent_producers
                 );
             }
             if let Some(name) = &args.save_regression {
@@ -308,6 +318,7 @@ mod sim_main {
             kind: keel_sim::kind::ScenarioKind::for_seed(args.seed.unwrap_or_default()),
             workload_ms: args.workload_ms,
             producers: args.producers,
+            idempotent_producers: args.idempotent_producers,
             schedule,
             expect,
             fails_with: if expect == Expect::Fail { fails_with } else { None },
@@ -380,10 +391,11 @@ mod sim_main {
             return 2;
         }
         println!(
-            "replay: sim/run --seed {seed}{} --workload-ms {} --producers {} --schedule {}",
+            "replay: sim/run --seed {seed}{} --workload-ms {} --producers {} --idempotent-producers {} --schedule {}",
             canary_flag(canary),
             args.workload_ms,
             args.producers,
+            args.idempotent_producers,
             args.regressions_dir.join(format!("{name}.json")).display()
         );
         0
@@ -404,6 +416,7 @@ mod sim_main {
                 kind: Some(r.kind),
                 workload_ms: r.workload_ms,
                 producers: r.producers,
+                idempotent_producers: r.idempotent_producers,
                 schedule: Some(r.schedule.clone()),
                 ..RunOptions::default()
             };
@@ -424,11 +437,12 @@ mod sim_main {
                         print_failure(&o, &args.out, &format!("regression-{name}"));
                     }
                     println!(
-                        "  replay: sim/run --seed {}{} --workload-ms {} --producers {} --schedule {}",
+                        "  replay: sim/run --seed {}{} --workload-ms {} --producers {} --idempotent-producers {} --schedule {}",
                         r.seed,
                         canary_flag(canary),
                         r.workload_ms,
                         r.producers,
+                        r.idempotent_producers,
                         args.regressions_dir.join(format!("{name}.json")).display()
                     );
                 }

@@ -37,6 +37,9 @@ pub struct Regression {
     pub kind: crate::kind::ScenarioKind,
     pub workload_ms: u64,
     pub producers: u64,
+    /// Idempotent producers besides `producers` (files from before there were any ran none).
+    #[serde(default)]
+    pub idempotent_producers: u64,
     pub schedule: Vec<Scheduled>,
     /// The outcome under the build the regression was recorded with (its canary, or normal).
     pub expect: Expect,
@@ -112,6 +115,7 @@ mod tests {
             kind: crate::kind::ScenarioKind::Partition,
             workload_ms: 20_000,
             producers: 3,
+            idempotent_producers: 2,
             schedule: vec![Scheduled { at_ms: 10, fault: Fault::Crash { nodes: vec![1, 2], down_ms: 400 } }],
             expect: Expect::Fail,
             fails_with: Some("acked_not_lost".to_owned()),

@@ -23,6 +23,7 @@ use crate::failure::ProblemKind;
 use crate::faults;
 use crate::faults::Fault;
 use crate::faults::Scheduled;
+use crate::idempotent;
 use crate::recorder::Recorder;
 use crate::workload;
 
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub kind: Option<ScenarioKind>,
     pub workload_ms: u64,
     pub producers: u64,
+    /// Idempotent producers besides `producers` (`idempotent_no_duplicates` judges them).
+    pub idempotent_producers: u64,
     /// None: generate from the seed.
     pub schedule: Option<Vec<Scheduled>>,
     /// How long the healed cluster gets to converge before the run counts as stuck.
@@ -43,7 +46,14 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { kind: None, workload_ms: 20_000, producers: 3, schedule: None, converge_ms_max: 60_000 }
+        RunOptions {
+            kind: None,
+            workload_ms: 20_000,
+            producers: 3,
+            idempotent_producers: 2,
+            schedule: None,
+            converge_ms_max: 60_000,
+        }
     }
 }
 
@@ -93,6 +103,8 @@ impl OpCounts {
 const CONTROL_ID: u64 = 900;
 const ADMIN_ID: u64 = 600;
 const PRODUCER_BASE: u64 = 10;
+/// Idempotent producers are processes `IDEMPOTENT_PRODUCER_BASE + i`.
+const IDEMPOTENT_PRODUCER_BASE: u64 = 40;
 const READER_BASE: u64 = 800;
 const CONSUMER_ID: u64 = 700;
 const SAMPLER_ID: u64 = 650;
@@ -238,6 +250,16 @@ async fn control_loop(
             .build();
         let rec = recorder.clone();
         producers.push(node.spawn(workload::producer(process, group, bootstrap.clone(), rec, deadline_ns)));
+    }
+    for i in 0..options.idempotent_producers {
+        let process = IDEMPOTENT_PRODUCER_BASE + i;
+        let node = handle
+            .create_node()
+            .name(format!("idempotent-producer-{i}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 6, i as u8 + 1)))
+            .build();
+        let rec = recorder.clone();
+        producers.push(node.spawn(idempotent::producer(process, group, bootstrap.clone(), rec, deadline_ns)));
     }
 
     let consumer = {

@@ -41,7 +41,7 @@ use crate::recorder::Recorder;
 /// The workload topic; its one partition (index 0) is Raft group `group`, recorded as
 /// `p{group}` in the history.
 pub const TOPIC: &str = "t";
-const PARTITION: i32 = 0;
+pub const PARTITION: i32 = 0;
 
 /// A client-side transport for client `id` (a process id outside the node id range).
 pub fn client_transport(id: u64, nodes: &[u64], addr: impl Fn(u64) -> String) -> Transport {
@@ -101,8 +101,7 @@ pub async fn producer(process: u64, group: u64, bootstrap: Vec<String>, recorder
         let key = format!("k{}", n % 5);
         let value = format!("c{process}-{n}");
         n += 1;
-        let produce =
-            Produce {
+        let produce = Produce {
             partition: partition.clone(),
             key: Some(key.clone()),
             value: value.clone(),
