@@ -7,6 +7,8 @@
 //!   simulated one that loses unsynced bytes, tears writes and injects EIO/ENOSPC/latency.
 //! - [`log`]: the segment log of one partition: segments of batches as Fetch serves them, sparse
 //!   offset and time indexes, offset assignment, truncation, purge, crash recovery.
+//! - [`group`]: Kafka consumer groups as a pure state machine (the rebalance protocol, committed
+//!   offsets, retention, lag) and the records of the offsets topic that persist them.
 //! - [`metadata`]: the cluster metadata model (nodes, topics, partition assignments), the
 //!   commands the metadata Raft group applies to it, replica placement and topic configs.
 //!
@@ -14,6 +16,7 @@
 //! through [`storage::Storage`].
 
 pub mod batch;
+pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod storage;
