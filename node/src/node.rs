@@ -138,6 +138,8 @@ pub struct Node {
     /// One reconciliation at a time.
     pub(crate) reconciling: tokio::sync::Mutex<()>,
     pub(crate) stopped: AtomicBool,
+    /// The group coordinator, started by the Kafka listener on first use.
+    pub(crate) coordinator: OnceLock<Arc<crate::group::Coordinator>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -211,6 +213,7 @@ impl Node {
             leading_since: Mutex::new(BTreeMap::new()),
             reconciling: tokio::sync::Mutex::new(()),
             stopped: AtomicBool::new(false),
+            coordinator: OnceLock::new(),
         });
         let _ = cell.set(Arc::downgrade(&node));
         tokio::spawn(async move { transport.serve(listener).await });
@@ -237,6 +240,11 @@ impl Node {
 
     pub fn leaders(&self) -> &LeaderTable {
         &self.leaders
+    }
+
+    /// The group coordinator, once the Kafka listener started it.
+    pub fn coordinator(&self) -> Option<&Arc<crate::group::Coordinator>> {
+        self.coordinator.get()
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
