@@ -7,6 +7,8 @@
 //!   simulated one that loses unsynced bytes, tears writes and injects EIO/ENOSPC/latency.
 //! - [`log`]: the segment log of one partition: segments of batches as Fetch serves them, sparse
 //!   offset and time indexes, offset assignment, truncation, purge, crash recovery.
+//! - [`group`]: Kafka consumer groups as a pure state machine (the rebalance protocol, committed
+//!   offsets, retention, lag) and the records of the offsets topic that persist them.
 //! - [`producer`]: idempotent-producer state of a partition (epochs, last batch sequences and
 //!   their offsets) and Kafka's rules for accepting, deduplicating or refusing a batch.
 //! - [`metadata`]: the cluster metadata model (nodes, topics, partition assignments), the
@@ -16,6 +18,7 @@
 //! through [`storage::Storage`].
 
 pub mod batch;
+pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod producer;

@@ -17,6 +17,8 @@
 //!   snapshots, bootstrapping, proposals.
 //! - [`leaders`]: who leads which partition, as this node knows it (own replicas + gossip).
 //! - [`node`]: a node — transport, metadata group, replicas, request dispatch, routed proposals.
+//! - [`group`]: the group coordinator — consumer groups of the offsets partitions this node
+//!   leads, loaded from and persisted to the `__consumer_offsets` topic.
 //! - [`reconcile`]: what a node does over time — register, reconcile replicas with the
 //!   metadata, drive reassignments, hand leadership to preferred leaders, gossip leaders.
 //!
@@ -25,6 +27,7 @@
 pub mod alloc;
 pub mod client;
 pub mod clock;
+pub mod group;
 pub mod kafka;
 pub mod kafka_client;
 pub mod leaders;

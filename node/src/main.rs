@@ -133,6 +133,7 @@ impl BrokerArgs {
                 num_partitions: self.num_partitions,
                 default_replication_factor: self.default_replication_factor,
                 message_max_bytes: self.message_max_bytes,
+                ..BrokerConfig::default()
             },
             ..KafkaConfig::default()
         })

@@ -140,6 +140,8 @@ pub struct Node {
     /// The idempotent-producer ids this node hands out (InitProducerId).
     pub(crate) producer_ids: tokio::sync::Mutex<crate::kafka::ProducerIdBlock>,
     pub(crate) stopped: AtomicBool,
+    /// The group coordinator, started by the Kafka listener on first use.
+    pub(crate) coordinator: OnceLock<Arc<crate::group::Coordinator>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,6 +216,7 @@ impl Node {
             reconciling: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new(Default::default()),
             stopped: AtomicBool::new(false),
+            coordinator: OnceLock::new(),
         });
         let _ = cell.set(Arc::downgrade(&node));
         tokio::spawn(async move { transport.serve(listener).await });
@@ -240,6 +243,11 @@ impl Node {
 
     pub fn leaders(&self) -> &LeaderTable {
         &self.leaders
+    }
+
+    /// The group coordinator, once the Kafka listener started it.
+    pub fn coordinator(&self) -> Option<&Arc<crate::group::Coordinator>> {
+        self.coordinator.get()
     }
 
     pub(crate) fn is_stopped(&self) -> bool {

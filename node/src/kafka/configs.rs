@@ -67,6 +67,19 @@ pub struct BrokerConfig {
     /// `message.max.bytes`: largest record batch a producer may send (a topic's
     /// `max.message.bytes` overrides it).
     pub message_max_bytes: usize,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` (each a Raft group).
+    pub offsets_topic_num_partitions: u32,
+    /// `offsets.topic.replication.factor`: its replicas (capped by the node count).
+    pub offsets_topic_replication_factor: u16,
+    /// `offsets.retention.minutes`: offsets of a group that has been empty this long expire.
+    pub offsets_retention_minutes: u64,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group
+    /// waits for more members.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`: the session timeouts
+    /// members may ask for.
+    pub group_min_session_timeout_ms: u64,
+    pub group_max_session_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -76,11 +89,32 @@ impl Default for BrokerConfig {
             num_partitions: 1,
             default_replication_factor: 3,
             message_max_bytes: 1_048_588,
+            offsets_topic_num_partitions: 8,
+            offsets_topic_replication_factor: 3,
+            offsets_retention_minutes: 10_080,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
         }
     }
 }
 
 impl BrokerConfig {
+    /// The group coordinator's settings.
+    pub fn coordinator_config(&self) -> crate::group::CoordinatorConfig {
+        crate::group::CoordinatorConfig {
+            offsets_partitions: self.offsets_topic_num_partitions,
+            offsets_replication_factor: self.offsets_topic_replication_factor,
+            offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            group: keel_core::group::GroupConfig {
+                session_timeout_ms_min: self.group_min_session_timeout_ms,
+                session_timeout_ms_max: self.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+                ..keel_core::group::GroupConfig::default()
+            },
+        }
+    }
+
     /// (name, value, type, documentation) of every reported broker setting.
     fn entries(&self) -> Vec<(&'static str, String, i8, &'static str)> {
         // Raft commits on a majority of the replicas: that majority is the insync minimum.
@@ -121,6 +155,42 @@ impl BrokerConfig {
                 "false".into(),
                 TYPE_BOOLEAN,
                 "Never: only a replica holding every committed record can lead (Raft).",
+            ),
+            (
+                "offsets.topic.num.partitions",
+                self.offsets_topic_num_partitions.to_string(),
+                TYPE_INT,
+                "Partitions of __consumer_offsets, which holds committed offsets and group metadata (each partition is a Raft group).",
+            ),
+            (
+                "offsets.topic.replication.factor",
+                self.offsets_topic_replication_factor.to_string(),
+                TYPE_INT,
+                "Replicas of __consumer_offsets (capped by the node count when it is created).",
+            ),
+            (
+                "offsets.retention.minutes",
+                self.offsets_retention_minutes.to_string(),
+                TYPE_INT,
+                "Committed offsets of a group that has been empty this long expire.",
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                self.group_initial_rebalance_delay_ms.to_string(),
+                TYPE_INT,
+                "How long the first rebalance of an empty group waits for more members.",
+            ),
+            (
+                "group.min.session.timeout.ms",
+                self.group_min_session_timeout_ms.to_string(),
+                TYPE_INT,
+                "Shortest session timeout a group member may ask for.",
+            ),
+            (
+                "group.max.session.timeout.ms",
+                self.group_max_session_timeout_ms.to_string(),
+                TYPE_INT,
+                "Longest session timeout a group member may ask for.",
             ),
             (
                 "log.retention.ms",

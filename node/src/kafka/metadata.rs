@@ -166,7 +166,10 @@ fn topic_entry(view: &ClusterView, topic: &Topic, v: i16) -> MetadataResponseTop
             p
         })
         .collect();
-    let mut t = MetadataResponseTopic::default().with_name(Some(topic_name(&topic.name))).with_partitions(partitions);
+    let mut t = MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&topic.name)))
+        .with_partitions(partitions)
+        .with_is_internal(v >= 1 && topic.name == crate::group::OFFSETS_TOPIC);
     if v >= 10 {
         t = t.with_topic_id(uuid_of(topic.id));
     }

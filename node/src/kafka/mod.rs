@@ -16,6 +16,8 @@ mod admin;
 mod codes;
 mod configs;
 mod fetch;
+mod group;
+mod group_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
@@ -325,6 +327,17 @@ pub fn decode_request(frame: Bytes) -> Result<(ApiKey, i16), FrameError> {
         ApiKey::AlterConfigs => drop(req.decode::<m::AlterConfigsRequest>()?),
         ApiKey::IncrementalAlterConfigs => drop(req.decode::<m::IncrementalAlterConfigsRequest>()?),
         ApiKey::InitProducerId => drop(req.decode::<m::InitProducerIdRequest>()?),
+        ApiKey::FindCoordinator => drop(req.decode::<m::FindCoordinatorRequest>()?),
+        ApiKey::JoinGroup => drop(req.decode::<m::JoinGroupRequest>()?),
+        ApiKey::SyncGroup => drop(req.decode::<m::SyncGroupRequest>()?),
+        ApiKey::Heartbeat => drop(req.decode::<m::HeartbeatRequest>()?),
+        ApiKey::LeaveGroup => drop(req.decode::<m::LeaveGroupRequest>()?),
+        ApiKey::OffsetCommit => drop(req.decode::<m::OffsetCommitRequest>()?),
+        ApiKey::OffsetFetch => drop(req.decode::<m::OffsetFetchRequest>()?),
+        ApiKey::DescribeGroups => drop(req.decode::<m::DescribeGroupsRequest>()?),
+        ApiKey::ListGroups => drop(req.decode::<m::ListGroupsRequest>()?),
+        ApiKey::DeleteGroups => drop(req.decode::<m::DeleteGroupsRequest>()?),
+        ApiKey::OffsetDelete => drop(req.decode::<m::OffsetDeleteRequest>()?),
         other => return Err(FrameError::NotServed { api: other, version }),
     }
     Ok((api, version))
@@ -362,6 +375,17 @@ async fn handle(node: &Arc<Node>, config: &KafkaConfig, mut req: Request, turn: 
         ApiKey::AlterConfigs => configs::alter_configs(node, &mut req).await,
         ApiKey::IncrementalAlterConfigs => configs::incremental_alter_configs(node, &mut req).await,
         ApiKey::InitProducerId => producer_id::init_producer_id(node, &mut req).await,
+        ApiKey::FindCoordinator => group::find_coordinator(node, config, &mut req).await,
+        ApiKey::JoinGroup => group::join_group(node, config, &mut req).await,
+        ApiKey::SyncGroup => group::sync_group(node, config, &mut req).await,
+        ApiKey::Heartbeat => group::heartbeat(node, config, &mut req).await,
+        ApiKey::LeaveGroup => group::leave_group(node, config, &mut req).await,
+        ApiKey::OffsetCommit => group_offsets::offset_commit(node, config, &mut req).await,
+        ApiKey::OffsetFetch => group_offsets::offset_fetch(node, config, &mut req).await,
+        ApiKey::DescribeGroups => group_offsets::describe_groups(node, config, &mut req).await,
+        ApiKey::ListGroups => group_offsets::list_groups(node, config, &mut req).await,
+        ApiKey::DeleteGroups => group_offsets::delete_groups(node, config, &mut req).await,
+        ApiKey::OffsetDelete => group_offsets::offset_delete(node, config, &mut req).await,
         other => Err(FrameError::NotServed { api: other, version: req.version }),
     }
 }

@@ -95,6 +95,7 @@ pub(crate) async fn produce(node: &Arc<Node>, config: &KafkaConfig, req: &mut Re
                 let target = match topic {
                     None if v >= 13 => Err(ResponseError::UnknownTopicId),
                     None => Err(ResponseError::UnknownTopicOrPartition),
+                    Some(t) if t.name == crate::group::OFFSETS_TOPIC => Err(ResponseError::InvalidTopicException),
                     Some(t) => match usize::try_from(pd.index).ok().and_then(|i| t.partitions.get(i)) {
                         None => Err(ResponseError::UnknownTopicOrPartition),
                         Some(a) => {

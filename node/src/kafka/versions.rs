@@ -30,6 +30,18 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     // v6 adds two-phase commit for transactions (KIP-939), which Keel does not have.
     (ApiKey::InitProducerId, 0, 5),
+    // Consumer groups (v10 of OffsetCommit/OffsetFetch names topics by id: not served yet).
+    (ApiKey::FindCoordinator, 0, 5),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The served range of `api`, if Keel serves it.
@@ -98,6 +110,7 @@ mod tests {
         }
         assert!(!supports(ApiKey::Produce, 2), "no Produce below v3");
         assert!(supports(ApiKey::Fetch, 16), "librdkafka 2.16 fetches with v16");
-        assert!(range(ApiKey::JoinGroup).is_none());
+        assert!(range(ApiKey::JoinGroup).is_some_and(|(lo, hi)| lo == 0 && hi == 9));
+        assert!(range(ApiKey::ConsumerGroupHeartbeat).is_none(), "the KIP-848 protocol is not served");
     }
 }
