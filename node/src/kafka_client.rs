@@ -24,8 +24,11 @@ use bytes::Bytes;
 use bytes::BytesMut;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::ApiVersionsRequest;
+use kafka_protocol::messages::BrokerId;
 use kafka_protocol::messages::FetchRequest;
+use kafka_protocol::messages::ListOffsetsRequest;
 use kafka_protocol::messages::MetadataRequest;
+use kafka_protocol::messages::MetadataResponse;
 use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::messages::RequestHeader;
 use kafka_protocol::messages::ResponseHeader;
@@ -33,6 +36,9 @@ use kafka_protocol::messages::TopicName;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
+use kafka_protocol::messages::list_offsets_request::ListOffsetsTopic;
+use kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_request::TopicProduceData;
@@ -52,6 +58,12 @@ pub const METADATA_VERSION: i16 = 12;
 pub const PRODUCE_VERSION: i16 = 9;
 /// Fetch v12: flexible, topics by name (v13+ names topics by id), with the leader epoch check.
 pub const FETCH_VERSION: i16 = 12;
+/// ListOffsets v7: flexible, with the max-timestamp spec (Kafka 3.0+).
+pub const LIST_OFFSETS_VERSION: i16 = 7;
+/// ListOffsets timestamp for the offset the next record will get (the high watermark).
+pub const LATEST_TIMESTAMP: i64 = -1;
+/// ListOffsets timestamp for the first offset still stored (the log start).
+pub const EARLIEST_TIMESTAMP: i64 = -2;
 /// ApiVersions v3: flexible request, always answered with response header v0.
 pub const API_VERSIONS_VERSION: i16 = 3;
 
@@ -264,7 +276,7 @@ impl KafkaClient {
     }
 
     /// Typed [`KafkaClient::call`] for a request type the crate knows the API key of.
-    async fn request<Q: Request>(
+    pub async fn request<Q: Request>(
         &mut self,
         addr: &str,
         version: i16,
@@ -277,6 +289,95 @@ impl KafkaClient {
             reason: format!("API key {}", Q::KEY),
         })?;
         self.call(addr, api, version, body, timeout).await
+    }
+
+    /// Sends `body` to the bootstrap brokers in turn (each refresh starting one further) until
+    /// one answers; answers its address and its answer, or the last failure if none did. For
+    /// requests any broker answers (Metadata, admin requests, FindCoordinator).
+    pub async fn request_any<Q: Request>(
+        &mut self,
+        version: i16,
+        body: &Q,
+        timeout: Duration,
+    ) -> Result<(String, Q::Response), ClientError> {
+        let mut last = ClientError::Connect { addr: String::new(), reason: "no bootstrap brokers".into() };
+        let n = self.bootstrap.len();
+        let first = self.next_bootstrap;
+        self.next_bootstrap = if n == 0 { 0 } else { (first + 1) % n };
+        for i in 0..n {
+            let addr = self.bootstrap[(first + i) % n].clone();
+            if let Err(e) = self.connect(&addr).await {
+                last = e;
+                continue;
+            }
+            match self.request(&addr, version, body, timeout).await {
+                Ok(answer) => return Ok((addr, answer)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Connects to `addr` if needed and sends it `body`: [`KafkaClient::request`] for a broker
+    /// learnt from metadata.
+    pub async fn request_to<Q: Request>(
+        &mut self,
+        addr: &str,
+        version: i16,
+        body: &Q,
+        timeout: Duration,
+    ) -> Result<Q::Response, ClientError> {
+        self.connect(addr).await?;
+        self.request(addr, version, body, timeout).await
+    }
+
+    /// The cluster's metadata from the first bootstrap broker that answers: every topic when
+    /// `topics` is `None`, else those named (never auto-created).
+    pub async fn metadata(
+        &mut self,
+        topics: Option<&[String]>,
+        timeout: Duration,
+    ) -> Result<MetadataResponse, ClientError> {
+        let request = MetadataRequest::default()
+            .with_topics(topics.map(|names| {
+                names.iter().map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(n)))).collect()
+            }))
+            .with_allow_auto_topic_creation(false);
+        Ok(self.request_any(METADATA_VERSION, &request, timeout).await?.1)
+    }
+
+    /// Sends `body` to `addr` (connected before) without waiting for an answer: Produce with
+    /// acks=0, which the broker never answers.
+    pub async fn send_only<Q: Request>(
+        &mut self,
+        addr: &str,
+        version: i16,
+        body: &Q,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let api = ApiKey::try_from(Q::KEY).map_err(|_| ClientError::Encode {
+            api: ApiKey::ApiVersions,
+            version,
+            reason: format!("API key {}", Q::KEY),
+        })?;
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let frame = encode_request(api, version, self.correlation_id, &self.client_id, body)?;
+        let Some(stream) = self.connections.get_mut(addr) else {
+            return Err(ClientError::Connect { addr: addr.to_string(), reason: "not connected".into() });
+        };
+        let io = |e: std::io::Error| ClientError::Io { addr: addr.to_string(), reason: e.to_string() };
+        let write = async {
+            stream.write_all(&frame).await.map_err(io)?;
+            stream.flush().await.map_err(io)
+        };
+        let result = match tokio::time::timeout(timeout, write).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout { addr: addr.to_string(), api, timeout_ms: timeout.as_millis() as u64 }),
+        };
+        if result.is_err() {
+            self.connections.remove(addr);
+        }
+        result
     }
 
     /// Asks the bootstrap brokers in turn, each for at most `timeout`, who leads `partition`
@@ -340,11 +441,23 @@ impl KafkaClient {
         timeout_ms: i32,
         timeout: Duration,
     ) -> Result<PartitionProduceResponse, ClientError> {
-        let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(timeout_ms).with_topic_data(vec![
-            TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
-                PartitionProduceData::default().with_index(partition).with_records(Some(records)),
-            ]),
-        ]);
+        self.produce_acks(addr, topic, partition, records, -1, timeout_ms, timeout).await
+    }
+
+    /// [`KafkaClient::produce`] with `acks` -1 (all replicas) or 1 (the leader). For acks=0 see
+    /// [`produce_request`] and [`KafkaClient::send_only`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn produce_acks(
+        &mut self,
+        addr: &str,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+        timeout_ms: i32,
+        timeout: Duration,
+    ) -> Result<PartitionProduceResponse, ClientError> {
+        let request = produce_request(topic, partition, records, acks, timeout_ms);
         let answer = self.request(addr, PRODUCE_VERSION, &request, timeout).await?;
         answer
             .responses
@@ -355,6 +468,35 @@ impl KafkaClient {
             .ok_or_else(|| ClientError::Decode {
                 api: ApiKey::Produce,
                 version: PRODUCE_VERSION,
+                reason: format!("no answer for {topic}-{partition}"),
+            })
+    }
+
+    /// ListOffsets of `partition` of `topic` on `addr` (its leader) at `timestamp`
+    /// ([`LATEST_TIMESTAMP`], [`EARLIEST_TIMESTAMP`] or a time in ms): that partition's answer.
+    pub async fn list_offset(
+        &mut self,
+        addr: &str,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+        timeout: Duration,
+    ) -> Result<ListOffsetsPartitionResponse, ClientError> {
+        let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+            ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![
+                ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp),
+            ]),
+        ]);
+        let answer = self.request_to(addr, LIST_OFFSETS_VERSION, &request, timeout).await?;
+        answer
+            .topics
+            .into_iter()
+            .filter(|t| t.name.0.as_str() == topic)
+            .flat_map(|t| t.partitions)
+            .find(|p| p.partition_index == partition)
+            .ok_or_else(|| ClientError::Decode {
+                api: ApiKey::ListOffsets,
+                version: LIST_OFFSETS_VERSION,
                 reason: format!("no answer for {topic}-{partition}"),
             })
     }
@@ -405,7 +547,17 @@ impl KafkaClient {
     }
 }
 
-fn topic_name(name: &str) -> TopicName {
+/// A Produce request of one batch to one partition (acks -1, 1 or 0).
+pub fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16, timeout_ms: i32) -> ProduceRequest {
+    ProduceRequest::default().with_acks(acks).with_timeout_ms(timeout_ms).with_topic_data(vec![
+        TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
+            PartitionProduceData::default().with_index(partition).with_records(Some(records)),
+        ]),
+    ])
+}
+
+/// A topic name as the codecs carry it.
+pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
