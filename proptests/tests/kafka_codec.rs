@@ -19,6 +19,11 @@ use kafka_protocol::messages::{
     incremental_alter_configs_request as ialter, list_offsets_request as loff, metadata_request as meta,
     produce_request as produce,
 };
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
+    SyncGroupRequest, offset_fetch_request::OffsetFetchRequestGroup,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, decode_request_header_from_buffer};
 use keel_node::kafka::{FrameError, decode_request, served_versions};
 use proptest::collection::{btree_map, vec};
@@ -522,6 +527,32 @@ bodies! {
     DescribeConfigs(dconf::DescribeConfigsRequest),
     AlterConfigs(alter::AlterConfigsRequest),
     IncrementalAlterConfigs(ialter::IncrementalAlterConfigsRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    ListGroups(ListGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
+    OffsetDelete(OffsetDeleteRequest),
+}
+
+/// A request of a group API: a random group id (or coordinator key) where version `v` has one,
+/// random tagged fields where it is flexible, every other field its default.
+fn group_request<T: Default + Debug + Clone + 'static>(
+    flex: bool,
+    set: impl Fn(&mut T, StrBytes, BTreeMap<i32, Bytes>) + Clone + 'static,
+) -> BoxedStrategy<T> {
+    (text(), tags(flex))
+        .prop_map(move |(id, tags)| {
+            let mut r = T::default();
+            set(&mut r, id, tags);
+            r
+        })
+        .boxed()
 }
 
 /// Random requests of `api` version `v`. Panics on an API Keel serves but this test does not
@@ -543,6 +574,78 @@ fn body(api: ApiKey, v: i16) -> BoxedStrategy<Body> {
         ApiKey::IncrementalAlterConfigs => {
             incremental_alter_configs(flex).prop_map(Body::IncrementalAlterConfigs).boxed()
         }
+        ApiKey::FindCoordinator => group_request(flex, move |r: &mut FindCoordinatorRequest, id, tags| {
+            if v >= 4 {
+                r.coordinator_keys = vec![id];
+            } else {
+                r.key = id;
+            }
+            r.unknown_tagged_fields = tags;
+        })
+        .prop_map(Body::FindCoordinator)
+        .boxed(),
+        ApiKey::JoinGroup => group_request(flex, |r: &mut JoinGroupRequest, id, tags| {
+            r.group_id = GroupId(id);
+            r.unknown_tagged_fields = tags;
+        })
+        .prop_map(Body::JoinGroup)
+        .boxed(),
+        ApiKey::SyncGroup => group_request(flex, |r: &mut SyncGroupRequest, id, tags| {
+            r.group_id = GroupId(id);
+            r.unknown_tagged_fields = tags;
+        })
+        .prop_map(Body::SyncGroup)
+        .boxed(),
+        ApiKey::Heartbeat => group_request(flex, |r: &mut HeartbeatRequest, id, tags| {
+            r.group_id = GroupId(id);
+            r.unknown_tagged_fields = tags;
+        })
+        .prop_map(Body::Heartbeat)
+        .boxed(),
+        ApiKey::LeaveGroup => group_request(flex, |r: &mut LeaveGroupRequest, id, tags| {
+            r.group_id = GroupId(id);
+            r.unknown_tagged_fields = tags;
+        })
+        .prop_map(Body::LeaveGroup)
+        .boxed(),
+        ApiKey::OffsetCommit => group_request(flex, |r: &mut OffsetCommitRequest, id, tags| {
+            r.group_id = GroupId(id);
+            r.unknown_tagged_fields = tags;
+        })
+        .prop_map(Body::OffsetCommit)
+        .boxed(),
+        ApiKey::OffsetFetch => group_request(flex, move |r: &mut OffsetFetchRequest, id, tags| {
+            if v >= 8 {
+                r.groups = vec![OffsetFetchRequestGroup::default().with_group_id(GroupId(id))];
+            } else {
+                r.group_id = GroupId(id);
+            }
+            r.unknown_tagged_fields = tags;
+        })
+        .prop_map(Body::OffsetFetch)
+        .boxed(),
+        ApiKey::DescribeGroups => group_request(flex, |r: &mut DescribeGroupsRequest, id, tags| {
+            r.groups = vec![GroupId(id)];
+            r.unknown_tagged_fields = tags;
+        })
+        .prop_map(Body::DescribeGroups)
+        .boxed(),
+        ApiKey::ListGroups => group_request(flex, |r: &mut ListGroupsRequest, _, tags| {
+            r.unknown_tagged_fields = tags;
+        })
+        .prop_map(Body::ListGroups)
+        .boxed(),
+        ApiKey::DeleteGroups => group_request(flex, |r: &mut DeleteGroupsRequest, id, tags| {
+            r.groups_names = vec![GroupId(id)];
+            r.unknown_tagged_fields = tags;
+        })
+        .prop_map(Body::DeleteGroups)
+        .boxed(),
+        ApiKey::OffsetDelete => group_request(flex, |r: &mut OffsetDeleteRequest, id, _| {
+            r.group_id = GroupId(id);
+        })
+        .prop_map(Body::OffsetDelete)
+        .boxed(),
         other => panic!("{other:?} is served but kafka_codec has no generator for it"),
     }
 }

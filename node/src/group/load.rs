@@ -45,9 +45,18 @@ pub(super) async fn load(replica: Arc<Replica>, slot: Arc<Slot>, config: GroupCo
         let read = match replica.read(offset, LOAD_READ_BYTES_MAX) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(group = slot.raft_group, error = %e, "loading the offsets partition failed; retrying");
-                *slot.state.lock().await = SlotState::Failed;
-                return;
+                // Left `Loading`: requests keep getting COORDINATOR_LOAD_IN_PROGRESS, and the
+                // read starts over.
+                tracing::warn!(group = slot.raft_group, error = %e, "reading the offsets partition failed; retrying");
+                tokio::time::sleep(Duration::from_millis(LOAD_POLL_MS * 10)).await;
+                if !replica.is_leader() || replica.term() != slot.term {
+                    return;
+                }
+                offset = replica.log_start_offset();
+                groups = Groups::new(groups.config.clone(), slot.term);
+                records = 0;
+                skipped = 0;
+                continue;
             }
         };
         if read.batches.is_empty() {

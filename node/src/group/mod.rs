@@ -121,8 +121,10 @@ pub struct Coordinator {
     pub config: CoordinatorConfig,
     /// Offsets partition index → its slot.
     slots: Mutex<BTreeMap<u32, Arc<Slot>>>,
-    /// Requests waiting for a deferred reply (JoinGroup, SyncGroup).
-    waiters: Mutex<BTreeMap<RequestId, tokio::sync::oneshot::Sender<Reply>>>,
+    /// Requests waiting for a deferred reply (JoinGroup, SyncGroup), with the offsets
+    /// partition whose state owes it: dropping a partition's state drops its waiters, whose
+    /// requests then answer NOT_COORDINATOR (and the clients find the new coordinator).
+    waiters: Mutex<BTreeMap<RequestId, (u32, tokio::sync::oneshot::Sender<Reply>)>>,
     next_request: AtomicU64,
 }
 
@@ -157,11 +159,24 @@ impl Coordinator {
         self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Registers a waiter for the deferred reply to `request`.
-    pub fn wait_for(&self, request: RequestId) -> tokio::sync::oneshot::Receiver<Reply> {
+    /// Registers a waiter for the deferred reply to `request` about `group`.
+    pub fn wait_for(&self, node: &Node, group: &str, request: RequestId) -> tokio::sync::oneshot::Receiver<Reply> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        lock(&self.waiters).insert(request, tx);
+        let partition = self.locate(node, group).map_or(u32::MAX, |(p, _)| p);
+        lock(&self.waiters).insert(request, (partition, tx));
         rx
+    }
+
+    /// Drops the waiters of `partition` (its state is gone).
+    fn drop_waiters(&self, partition: u32) {
+        lock(&self.waiters).retain(|_, (p, _)| *p != partition);
+    }
+
+    /// Drops the state of `partition` and its waiters.
+    fn drop_slot(&self, partition: u32) -> bool {
+        let dropped = lock(&self.slots).remove(&partition).is_some();
+        self.drop_waiters(partition);
+        dropped
     }
 
     /// Forgets a waiter that gave up.
@@ -232,7 +247,7 @@ impl Coordinator {
         let now_ms = wall_clock_ms().max(0) as u64;
         let mut out = Output::default();
         let result = step(groups, now_ms, &mut out);
-        self.persist_and_deliver(&replica, &slot, &mut state, out).await?;
+        self.persist_and_deliver(partition, &replica, &slot, &mut state, out).await?;
         Ok(result)
     }
 
@@ -241,6 +256,7 @@ impl Coordinator {
     /// not committed yet (one step per partition at a time). Then delivers the replies. A failure drops the slot and the replies (their waiters see NOT_COORDINATOR).
     async fn persist_and_deliver(
         &self,
+        partition: u32,
         replica: &Replica,
         slot: &Slot,
         state: &mut tokio::sync::MutexGuard<'_, SlotState>,
@@ -261,17 +277,16 @@ impl Coordinator {
             if !committed {
                 tracing::warn!(group = slot.raft_group, term = slot.term, "group records not committed; reloading");
                 **state = SlotState::Failed;
-                lock(&self.slots).retain(|_, s| !std::ptr::eq(Arc::as_ptr(s), slot));
-                let mut waiters = lock(&self.waiters);
-                for (id, _) in out.replies {
-                    waiters.remove(&id);
+                let current = lock(&self.slots).get(&partition).is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), slot));
+                if current {
+                    self.drop_slot(partition);
                 }
                 return Err(CoordError::NotCoordinator);
             }
         }
         let mut waiters = lock(&self.waiters);
         for (id, reply) in out.replies {
-            if let Some(tx) = waiters.remove(&id) {
+            if let Some((_, tx)) = waiters.remove(&id) {
                 let _ = tx.send(reply);
             }
         }
@@ -291,7 +306,10 @@ impl Coordinator {
         }
         let slot =
             Arc::new(Slot { raft_group: replica.group, term, state: tokio::sync::Mutex::new(SlotState::Loading) });
-        slots.insert(partition, slot.clone());
+        if slots.insert(partition, slot.clone()).is_some() {
+            // The state of an earlier term is gone: so are the answers it owed.
+            self.drop_waiters(partition);
+        }
         tokio::spawn(load::load(replica.clone(), slot.clone(), self.config.group.clone()));
         slot
     }
@@ -356,7 +374,7 @@ impl Coordinator {
             for (partition, raft_group) in partitions {
                 match node.replica(raft_group).filter(|r| r.is_leader()) {
                     None => {
-                        if lock(&me.slots).remove(&partition).is_some() {
+                        if me.drop_slot(partition) {
                             tracing::info!(partition, "no longer the offsets partition's leader: groups dropped");
                         }
                     }
@@ -373,7 +391,7 @@ impl Coordinator {
                             }
                         }
                         if !out.is_empty() {
-                            let _ = me.persist_and_deliver(&replica, &slot, &mut state, out).await;
+                            let _ = me.persist_and_deliver(partition, &replica, &slot, &mut state, out).await;
                         }
                     }
                 }

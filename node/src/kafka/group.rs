@@ -179,7 +179,7 @@ pub(crate) async fn join_group(node: &Arc<Node>, config: &KafkaConfig, req: &mut
         require_known_member_id: v >= 4,
     };
     let id = coord.request_id();
-    let rx = coord.wait_for(id);
+    let rx = coord.wait_for(node, &group, id);
     let reply = match coord.run_step(node, &group, |g, now, out| g.join(now, id, join, out)).await {
         Err(e) => {
             coord.forget(id);
@@ -251,7 +251,7 @@ pub(crate) async fn sync_group(node: &Arc<Node>, config: &KafkaConfig, req: &mut
             .collect::<BTreeMap<_, _>>(),
     };
     let id = coord.request_id();
-    let rx = coord.wait_for(id);
+    let rx = coord.wait_for(node, &group, id);
     let reply = match coord.run_step(node, &group, |g, now, out| g.sync(now, id, sync, out)).await {
         Err(e) => {
             coord.forget(id);
