@@ -20,9 +20,10 @@ use kafka_protocol::messages::{
     produce_request as produce,
 };
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-    SyncGroupRequest, offset_fetch_request::OffsetFetchRequestGroup,
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProducerId, SyncGroupRequest,
+    offset_fetch_request::OffsetFetchRequestGroup,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, decode_request_header_from_buffer};
 use keel_node::kafka::{FrameError, decode_request, served_versions};
@@ -116,6 +117,24 @@ fn metadata(v: i16, flex: bool) -> BoxedStrategy<meta::MetadataRequest> {
             }
             if v >= 8 {
                 r.include_topic_authorized_operations = topic_ops;
+            }
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+/// InitProducerId: a transactional id or none, a timeout, and from v3 the producer id and epoch
+/// of an epoch bump (KIP-360).
+fn init_producer_id(v: i16, flex: bool) -> BoxedStrategy<InitProducerIdRequest> {
+    (proptest::option::of(text()), any::<i32>(), any::<i64>(), any::<i16>(), tags(flex))
+        .prop_map(move |(transactional_id, timeout_ms, producer_id, epoch, tags)| {
+            let mut r = InitProducerIdRequest::default();
+            r.transactional_id = transactional_id.map(TransactionalId);
+            r.transaction_timeout_ms = timeout_ms;
+            if v >= 3 {
+                r.producer_id = ProducerId(producer_id);
+                r.producer_epoch = epoch;
             }
             r.unknown_tagged_fields = tags;
             r
@@ -538,6 +557,7 @@ bodies! {
     ListGroups(ListGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
     OffsetDelete(OffsetDeleteRequest),
+    InitProducerId(InitProducerIdRequest),
 }
 
 /// A request of a group API: a random group id (or coordinator key) where version `v` has one,
@@ -646,6 +666,7 @@ fn body(api: ApiKey, v: i16) -> BoxedStrategy<Body> {
         })
         .prop_map(Body::OffsetDelete)
         .boxed(),
+        ApiKey::InitProducerId => init_producer_id(v, flex).prop_map(Body::InitProducerId).boxed(),
         other => panic!("{other:?} is served but kafka_codec has no generator for it"),
     }
 }

@@ -160,7 +160,9 @@ pub async fn run(kafka: &mut Kafka, out: &mut Output, args: ProduceArgs) -> anyh
     }
 }
 
-/// Stdin's lines, read on the runtime's blocking pool (a read of stdin blocks).
+/// Stdin's lines, read on the runtime's blocking pool (a read of stdin blocks). The command line
+/// never runs under the simulator, whose runtime refuses blocking tasks.
+#[cfg_attr(madsim, allow(deprecated))]
 fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<String>> {
     let (tx, rx) = tokio::sync::mpsc::channel(BATCH_RECORDS_MAX);
     tokio::task::spawn_blocking(move || {
