@@ -10,14 +10,17 @@
 //! producer state (derived from the log by the state machine on every replica) advanced by each
 //! batch it proposes in its term. It is built only once the leader has applied an entry of its
 //! own term — so every entry of earlier terms is applied and in the state — and is valid for that
-//! term only; a proposal of the term that fails poisons it for the rest of the term (the leader
-//! lost leadership, and whether that batch commits is unknown). A retry of a stored batch is
-//! answered with the stored batch's offsets once it is committed; it is never stored twice.
+//! term only. A proposal of the term that fails (typically: leadership lost, and whether that
+//! batch commits is unknown) makes the sequencer stale: idempotent batches are refused as
+//! retriable until every proposal of the term has its Raft answer, and then the sequencer is
+//! rebuilt from the applied state. A retry of a stored batch is answered with the stored batch's
+//! offsets once it is committed; it is never stored twice.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -164,8 +167,12 @@ pub struct Replica {
     batch_bytes_max: usize,
     /// The leader's producer state including the batches it proposed (see the module doc).
     sequencer: tokio::sync::Mutex<Option<Sequencer>>,
-    /// The term in which an idempotent proposal failed: no more idempotent batches in it.
-    poisoned_term: Arc<AtomicU64>,
+    /// The term in which an idempotent proposal failed: the sequencer of that term is stale
+    /// (whether the failed batch is in the log is unknown) until it is rebuilt.
+    stale_term: Arc<AtomicU64>,
+    /// Idempotent proposals whose Raft answer has not arrived yet (each is awaited by a task of
+    /// its own, so one whose client gave up is still counted until Raft answers it).
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// The producer state a leader checks idempotent batches against: the applied state when it
@@ -217,7 +224,8 @@ impl Replica {
             sm,
             batch_bytes_max: config.log.batch_bytes_max,
             sequencer: tokio::sync::Mutex::new(None),
-            poisoned_term: Arc::new(AtomicU64::new(0)),
+            stale_term: Arc::new(AtomicU64::new(0)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }))
     }
 
@@ -337,13 +345,19 @@ impl Replica {
             }
             m.current_term
         };
-        if self.poisoned_term.load(Ordering::Acquire) == term {
-            return Err(AppendError::NotReady);
-        }
-        if sequencer.as_ref().is_none_or(|s| s.term != term) {
+        let stale = self.stale_term.load(Ordering::Acquire) == term;
+        if stale || sequencer.as_ref().is_none_or(|s| s.term != term) {
             // Every entry of earlier terms is applied once an entry of this term is: only then
             // does the applied producer state hold every batch this leader did not propose.
             if self.sm.last_applied().map(|l| term_of(&l)) != Some(term) {
+                tracing::debug!(group = self.group, term, "idempotent batch refused: earlier terms not applied yet");
+                return Err(AppendError::NotReady);
+            }
+            // A proposal of this term failed: rebuild from the applied state once every earlier
+            // proposal of the term has its answer (applied, or failed and never applied in this
+            // term), so the applied state holds every batch the old sequencer let through.
+            if stale && self.in_flight.load(Ordering::Acquire) > 0 {
+                tracing::debug!(group = self.group, term, "idempotent batch refused: sequencer draining");
                 return Err(AppendError::NotReady);
             }
             // CANARY (`canary-dedupe-leader-memory-only`): a new leader starts from an empty
@@ -354,6 +368,10 @@ impl Replica {
                 self.sm.producers()
             };
             *sequencer = Some(Sequencer { term, states, next_offset: self.sm.high_watermark() });
+            if stale {
+                tracing::info!(group = self.group, term, "idempotent sequencer rebuilt after a failed proposal");
+                self.stale_term.store(0, Ordering::Release);
+            }
         }
         let Some(seq) = sequencer.as_mut() else { return Err(AppendError::NotReady) };
         // CANARY (`canary-idempotence-dedupe-disabled`): every idempotent batch is stored, retries
@@ -376,16 +394,35 @@ impl Replica {
                 let count = producer.last_offset_delta as u64 + 1;
                 seq.states.record(&producer, seq.next_offset, count);
                 seq.next_offset += count;
-                let pending = self.submit_checked(bytes, crc, acks).await;
-                drop(sequencer);
-                let poisoned = self.poisoned_term.clone();
-                let pending = pending.inspect_err(|_| poisoned.store(term, Ordering::Release))?;
-                Ok(Box::pin(async move {
-                    let answer = pending.await;
-                    if answer.is_err() {
-                        poisoned.store(term, Ordering::Release);
+                let stale = self.stale_term.clone();
+                let group = self.group;
+                let mark_stale = move |e: &AppendError| {
+                    tracing::info!(group, term, error = %e, "idempotent proposal failed: sequencer stale until drained");
+                    stale.store(term, Ordering::Release);
+                };
+                let pending = match self.submit_checked(bytes, crc, acks).await {
+                    Ok(pending) => pending,
+                    Err(e) => {
+                        mark_stale(&e);
+                        return Err(e);
                     }
-                    answer
+                };
+                // The answer is awaited by a task of its own, so a failure is seen (and the
+                // proposal counted in flight) even when the client stops waiting.
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+                drop(sequencer);
+                let in_flight = self.in_flight.clone();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let answer = pending.await;
+                    if let Err(e) = &answer {
+                        mark_stale(e);
+                    }
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                    let _ = tx.send(answer);
+                });
+                Ok(Box::pin(async move {
+                    rx.await.unwrap_or_else(|_| Err(AppendError::Unknown("the proposal's task ended".into())))
                 }))
             }
         }
@@ -406,7 +443,7 @@ impl Replica {
                     leader_epoch: term,
                 });
             }
-            if !self.is_leader() || self.term() != term || self.poisoned_term.load(Ordering::Acquire) == term {
+            if !self.is_leader() || self.term() != term || self.stale_term.load(Ordering::Acquire) == term {
                 return Err(AppendError::NotLeader { leader: self.leader_node() });
             }
             let _ = tokio::time::timeout(DUPLICATE_RECHECK, notified).await;

@@ -864,6 +864,11 @@ fn idempotent_producer_stores_every_message_once_through_two_leader_kills() {
     // broker's sequence checks, not the client's caution, keep retries in order and unique.
     cmd.args(["--idempotent", "--rate", &RATE_PER_S.to_string(), "--max-in-flight", "5"]);
     cmd.args(["--message-timeout-ms", "240000", "--timeout", "300"]);
+    // librdkafka's idempotence state changes (drains, epoch bumps, PIDs) end up in the output
+    // shown on a failure.
+    if std::env::var_os("KEEL_TEST_RDKAFKA_DEBUG").is_none() {
+        cmd.env("KEEL_TEST_RDKAFKA_DEBUG", "eos");
+    }
     let mut producer = cluster.background("produce_confluent (idempotent, two failovers)", cmd);
     let acked_at = |n: usize| move |v: &Value| v["acked"].as_u64().is_some_and(|a| a as usize >= n);
     producer.wait_for("5,000 acknowledgements", Duration::from_secs(180), acked_at(5_000));

@@ -228,9 +228,11 @@ fn finish(
         }
         Ok(Err(AppendError::Corrupt(m))) => failure(ResponseError::CorruptMessage, m, v),
         Ok(Err(AppendError::Sequence(e @ SequenceError::InvalidEpoch { .. }))) => {
+            tracing::info!(group, error = %e, "idempotent batch refused");
             failure(ResponseError::InvalidProducerEpoch, e.to_string(), v)
         }
         Ok(Err(AppendError::Sequence(e @ SequenceError::OutOfOrder { .. }))) => {
+            tracing::info!(group, error = %e, "idempotent batch refused");
             failure(ResponseError::OutOfOrderSequenceNumber, e.to_string(), v)
         }
         // A new leader still applying earlier terms: the client retries after a metadata refresh.

@@ -19,6 +19,7 @@ acknowledged before --timeout.
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -55,6 +56,7 @@ def main():
     a = ap.parse_args()
 
     errors = []
+    error_codes = {}
     failed = 0
     acked = 0
     out = open(a.out, "w")
@@ -64,6 +66,7 @@ def main():
         nonlocal failed, acked
         if err is not None:
             failed += 1
+            error_codes[err.name()] = error_codes.get(err.name(), 0) + 1
             if len(errors) < 5:
                 errors.append({"key": msg.key().decode(), "value": msg.value().decode(), "error": str(err)})
             return
@@ -77,9 +80,13 @@ def main():
         stats["last"] = text
 
     client_errors = []
+    client_error_codes = {}
 
-    def on_error(err):  # client-level trouble (broker down, all brokers down), not per message
-        if len(client_errors) < 5:
+    def on_error(err):  # client-level trouble (broker down, all brokers down, fatal), not per message
+        # The first few, every fatal one (the producer stops for good), and a count per code.
+        name = err.name() if hasattr(err, "name") else str(err.code())
+        client_error_codes[name] = client_error_codes.get(name, 0) + 1
+        if len(client_errors) < 5 or err.fatal():
             client_errors.append(str(err))
 
     p = ck.Producer({
@@ -97,6 +104,8 @@ def main():
         "statistics.interval.ms": 500,
         "stats_cb": on_stats,
         "error_cb": on_error,
+        # KEEL_TEST_RDKAFKA_DEBUG=eos,msg,protocol,... turns on librdkafka's debug log (stderr).
+        **({"debug": os.environ["KEEL_TEST_RDKAFKA_DEBUG"]} if os.environ.get("KEEL_TEST_RDKAFKA_DEBUG") else {}),
     })
     deadline = time.monotonic() + a.timeout
     progress = Progress()
@@ -124,7 +133,8 @@ def main():
     p.poll(0.6)  # one more statistics report, covering the end
     out.close()
     summary = {"event": "summary", "client": a.client, "count": a.count, "acked": acked, "failed": failed,
-               "unanswered": left, "errors": errors, "client_errors": client_errors,
+               "unanswered": left, "errors": errors, "error_codes": error_codes, "client_errors": client_errors,
+               "client_error_codes": client_error_codes,
                "seconds": round(seconds, 3), "idempotent": a.idempotent}
     summary.update(request_stats(stats.get("last")))
     emit(summary)
