@@ -56,6 +56,8 @@ pub const CANARY: Option<&str> = if cfg!(feature = "canary-ack-before-fsync") {
     Some("idempotence-dedupe-disabled")
 } else if cfg!(feature = "canary-dedupe-leader-memory-only") {
     Some("dedupe-leader-memory-only")
+} else if cfg!(feature = "canary-commit-before-processing") {
+    Some("commit-before-processing")
 } else {
     None
 };

@@ -40,5 +40,7 @@ mod testkit;
 
 pub use checkers::check_all;
 pub use history::{Event, EventType, History, HistoryError, Operation};
-pub use payload::{Admin, Commit, Fault, Leader, Op, Produce, Read, Record, Replicas};
+pub use payload::{
+    Admin, Commit, Fault, GroupCommit, GroupOffset, GroupProcess, Leader, Op, Produce, Read, Record, Replicas,
+};
 pub use verdict::{Verdict, Violation, report};

@@ -139,6 +139,43 @@ pub struct Admin {
     pub detail: BTreeMap<String, Value>,
 }
 
+/// `f = "group_process"`: a consumer-group member handed these records to its application
+/// (the point of at-least-once delivery: processing, not fetching). Recorded as an `invoke`
+/// and its `ok` at the same instant.
+///
+/// `{"group":"g","partition":"p0","records":[{"offset":3,"key":"k1","value":"c10-7"}]}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupProcess {
+    /// Consumer group id.
+    pub group: String,
+    /// Partition the records came from (spelled as in `produce`).
+    pub partition: String,
+    /// The records, in log order.
+    #[serde(default)]
+    pub records: Vec<Record>,
+}
+
+/// `f = "group_commit"`: a member commits `offset` (the next offset to consume) for
+/// `partition` of `group`. `ok`: the coordinator acknowledged it; `fail`: refused (fenced
+/// generation, unknown member, not the coordinator); `info`: unknown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCommit {
+    pub group: String,
+    pub partition: String,
+    pub offset: u64,
+}
+
+/// `f = "group_offset"`: a member asks the coordinator for the committed offset of
+/// `partition` of `group` (OffsetFetch). The `ok` completion carries `offset`: `None` when
+/// none is committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOffset {
+    pub group: String,
+    pub partition: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// `f = "produce"`.
@@ -155,6 +192,12 @@ pub enum Op {
     Replicas(Replicas),
     /// `f = "admin"`.
     Admin(Admin),
+    /// `f = "group_process"`.
+    GroupProcess(GroupProcess),
+    /// `f = "group_commit"`.
+    GroupCommit(GroupCommit),
+    /// `f = "group_offset"`.
+    GroupOffset(GroupOffset),
     /// Any other `f`, kept verbatim.
     Other {
         /// The `f` field as recorded.
@@ -175,6 +218,9 @@ impl Op {
             Op::Fault(_) => "fault",
             Op::Replicas(_) => "replicas",
             Op::Admin(_) => "admin",
+            Op::GroupProcess(_) => "group_process",
+            Op::GroupCommit(_) => "group_commit",
+            Op::GroupOffset(_) => "group_offset",
             Op::Other { f, .. } => f,
         }
     }
@@ -189,6 +235,9 @@ impl Op {
             "fault" => Op::Fault(serde_json::from_value(value)?),
             "replicas" => Op::Replicas(serde_json::from_value(value)?),
             "admin" => Op::Admin(serde_json::from_value(value)?),
+            "group_process" => Op::GroupProcess(serde_json::from_value(value)?),
+            "group_commit" => Op::GroupCommit(serde_json::from_value(value)?),
+            "group_offset" => Op::GroupOffset(serde_json::from_value(value)?),
             _ => Op::Other { f: f.to_owned(), value },
         })
     }
@@ -212,6 +261,9 @@ impl Serialize for OpValue<'_> {
             Op::Fault(x) => x.serialize(serializer),
             Op::Replicas(x) => x.serialize(serializer),
             Op::Admin(x) => x.serialize(serializer),
+            Op::GroupProcess(x) => x.serialize(serializer),
+            Op::GroupCommit(x) => x.serialize(serializer),
+            Op::GroupOffset(x) => x.serialize(serializer),
             Op::Other { value, .. } => value.serialize(serializer),
         }
     }

@@ -2,9 +2,11 @@
 //! Each call advances a fake clock by 10 ns and returns the index of the event it pushed.
 
 use crate::history::{Event, EventType, History};
-use crate::payload::{Commit, Fault, Leader, Op, Produce, Read, Record};
+use crate::payload::{Commit, Fault, GroupCommit, GroupOffset, GroupProcess, Leader, Op, Produce, Read, Record};
 
 pub(crate) const P0: &str = "p0";
+/// The consumer group of the group helpers.
+pub(crate) const GROUP: &str = "g";
 
 /// Readers use process `READER_BASE + node` so they never collide with producers.
 const READER_BASE: u64 = 1000;
@@ -69,6 +71,38 @@ impl Recorder {
     /// Invoke then ok; returns (invoke, ok).
     pub(crate) fn acked(&mut self, process: u64, key: &str, value: &str, offset: u64) -> (usize, usize) {
         (self.invoke(process, key, value), self.ok(process, key, value, offset))
+    }
+
+    /// Group member `process` of group `g` processes `records` of `p0` (offset, key, value);
+    /// returns (invoke, ok).
+    pub(crate) fn group_process(&mut self, process: u64, records: &[(u64, &str, &str)]) -> (usize, usize) {
+        let records = records
+            .iter()
+            .map(|&(offset, key, value)| Record { offset, key: Some(key.to_owned()), value: value.to_owned() })
+            .collect();
+        let invoke = GroupProcess { group: GROUP.to_owned(), partition: P0.to_owned(), records: Vec::new() };
+        let done = GroupProcess { records, ..invoke.clone() };
+        (
+            self.push(process, EventType::Invoke, Op::GroupProcess(invoke)),
+            self.push(process, EventType::Ok, Op::GroupProcess(done)),
+        )
+    }
+
+    /// Group member `process` commits `offset` of `p0`, completed as `kind`; returns (invoke,
+    /// completion).
+    pub(crate) fn group_commit(&mut self, process: u64, offset: u64, kind: EventType) -> (usize, usize) {
+        let op = Op::GroupCommit(GroupCommit { group: GROUP.to_owned(), partition: P0.to_owned(), offset });
+        (self.push(process, EventType::Invoke, op.clone()), self.push(process, kind, op))
+    }
+
+    /// Group member `process` fetches the committed offset of `p0`: `answer`; returns (invoke, ok).
+    pub(crate) fn group_offset(&mut self, process: u64, answer: Option<u64>) -> (usize, usize) {
+        let invoke = GroupOffset { group: GROUP.to_owned(), partition: P0.to_owned(), offset: None };
+        let done = GroupOffset { offset: answer, ..invoke.clone() };
+        (
+            self.push(process, EventType::Invoke, Op::GroupOffset(invoke)),
+            self.push(process, EventType::Ok, Op::GroupOffset(done)),
+        )
     }
 
     /// A read of `node` with `records` as (offset, key, value); returns the ok event's index.
@@ -167,5 +201,13 @@ pub(crate) fn valid() -> History {
     for node in 1..=3 {
         r.read(node, true, log);
     }
+    // A group member processes, commits after processing and dies; the next resumes from the
+    // committed offset.
+    r.group_offset(70, None);
+    r.group_process(70, &[(0, "k1", "v-1"), (1, "k2", "v-2")]);
+    r.group_commit(70, 2, EventType::Ok);
+    r.group_offset(71, Some(2));
+    r.group_process(71, &[(3, "k3", "v-3"), (4, "k2", "v-5")]);
+    r.group_commit(71, 5, EventType::Ok);
     r.build()
 }

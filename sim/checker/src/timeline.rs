@@ -230,6 +230,18 @@ pub fn describe(op: &Op) -> String {
             let detail: String = a.detail.iter().map(|(k, v)| format!(" {k}={v}")).collect();
             format!("admin {}{detail}", a.action)
         }
+        Op::GroupProcess(g) => {
+            let range = match (g.records.first(), g.records.last()) {
+                (Some(a), Some(b)) => format!(" offsets {}..={}", a.offset, b.offset),
+                _ => String::new(),
+            };
+            format!("group {} processes {}: {} records{range}", g.group, g.partition, g.records.len())
+        }
+        Op::GroupCommit(g) => format!("group {} commits {} @{}", g.group, g.partition, g.offset),
+        Op::GroupOffset(g) => match g.offset {
+            Some(o) => format!("group {} offset of {}: {o}", g.group, g.partition),
+            None => format!("group {} offset of {}", g.group, g.partition),
+        },
         Op::Other { f, value } => format!("{f} {value}"),
     };
     cut(&text)

@@ -172,7 +172,7 @@ pub async fn admin_workload(
         madsim::time::sleep(Duration::from_millis(rng.gen_range(300..2000))).await;
         let roll = rng.gen_range(0..11);
         let extra: Vec<String> = match any_view(&transport, &nodes).await {
-            Some(v) => v.metadata.topics.keys().filter(|t| *t != "t").cloned().collect(),
+            Some(v) => v.metadata.topics.keys().filter(|t| *t != "t" && !t.starts_with("__")).cloned().collect(),
             None => continue,
         };
         match roll {

@@ -125,6 +125,16 @@ pub struct SimCluster {
     recorder: Recorder,
 }
 
+/// The Kafka front end's settings in the simulation: two offsets partitions (each is a Raft
+/// group to simulate), and group timeouts short enough for a 20 s workload.
+fn kafka_config() -> KafkaConfig {
+    let mut c = KafkaConfig::default();
+    c.broker.offsets_topic_num_partitions = 2;
+    c.broker.group_initial_rebalance_delay_ms = 300;
+    c.broker.group_min_session_timeout_ms = 1_000;
+    c
+}
+
 fn node_config(config: &ClusterConfig, id: u64) -> NodeConfig {
     let timing = keel_node::raft::RaftTiming {
         heartbeat_ms: config.heartbeat_ms,
@@ -195,7 +205,7 @@ impl SimCluster {
                         match (raft, kafka) {
                             (Ok(listener), Ok(kafka)) => match Node::start(config, storage, listener, observer).await {
                                 Ok(node) => {
-                                    tokio::spawn(keel_node::kafka::serve(node, kafka, KafkaConfig::default()));
+                                    tokio::spawn(keel_node::kafka::serve(node, kafka, kafka_config()));
                                 }
                                 Err(e) => {
                                     let mut detail = BTreeMap::new();

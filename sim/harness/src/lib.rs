@@ -38,6 +38,8 @@ pub mod admin;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
+pub mod group_consumer;
+#[cfg(madsim)]
 pub mod idempotent;
 #[cfg(madsim)]
 pub mod scenario;

@@ -54,6 +54,10 @@ mod sim_main {
         /// Concurrent idempotent producers, besides `--producers`.
         #[arg(long, default_value_t = 2)]
         idempotent_producers: u64,
+        /// Members of the simulated consumer group (commit after processing; they crash now
+        /// and then).
+        #[arg(long, default_value_t = 2)]
+        group_members: u64,
         /// Replay this fault schedule instead of the seed's own: a schedule as saved on failure,
         /// or a regression file (its `schedule` is used).
         #[arg(long)]
@@ -146,6 +150,7 @@ mod sim_main {
             workload_ms: args.workload_ms,
             producers: args.producers,
             idempotent_producers: args.idempotent_producers,
+            group_members: args.group_members,
             schedule,
             ..RunOptions::default()
         }
@@ -274,11 +279,12 @@ mod sim_main {
                 failed += 1;
                 print_failure(&o, &args.out, &seed_dir(seed, canary));
                 println!(
-                    "  replay: sim/run --seed {seed}{} --workload-ms {} --producers {} --idempotent-producers {}",
+                    "  replay: sim/run --seed {seed}{} --workload-ms {} --producers {} --idempotent-producers {} --group-members {}",
                     canary_flag(canary),
                     args.workload_ms,
                     args.producers,
-                    args.idempotent_producers
+                    args.idempotent_producers,
+                    args.group_members
                 );
             }
             if let Some(name) = &args.save_regression {
@@ -319,6 +325,7 @@ mod sim_main {
             workload_ms: args.workload_ms,
             producers: args.producers,
             idempotent_producers: args.idempotent_producers,
+            group_members: args.group_members,
             schedule,
             expect,
             fails_with: if expect == Expect::Fail { fails_with } else { None },
@@ -391,11 +398,12 @@ mod sim_main {
             return 2;
         }
         println!(
-            "replay: sim/run --seed {seed}{} --workload-ms {} --producers {} --idempotent-producers {} --schedule {}",
+            "replay: sim/run --seed {seed}{} --workload-ms {} --producers {} --idempotent-producers {} --group-members {} --schedule {}",
             canary_flag(canary),
             args.workload_ms,
             args.producers,
             args.idempotent_producers,
+            args.group_members,
             args.regressions_dir.join(format!("{name}.json")).display()
         );
         0
@@ -417,6 +425,7 @@ mod sim_main {
                 workload_ms: r.workload_ms,
                 producers: r.producers,
                 idempotent_producers: r.idempotent_producers,
+                group_members: r.group_members,
                 schedule: Some(r.schedule.clone()),
                 ..RunOptions::default()
             };
@@ -437,12 +446,13 @@ mod sim_main {
                         print_failure(&o, &args.out, &format!("regression-{name}"));
                     }
                     println!(
-                        "  replay: sim/run --seed {}{} --workload-ms {} --producers {} --idempotent-producers {} --schedule {}",
+                        "  replay: sim/run --seed {}{} --workload-ms {} --producers {} --idempotent-producers {} --group-members {} --schedule {}",
                         r.seed,
                         canary_flag(canary),
                         r.workload_ms,
                         r.producers,
                         r.idempotent_producers,
+                        r.group_members,
                         args.regressions_dir.join(format!("{name}.json")).display()
                     );
                 }

@@ -40,6 +40,9 @@ pub struct Regression {
     /// Idempotent producers besides `producers` (files from before there were any ran none).
     #[serde(default)]
     pub idempotent_producers: u64,
+    /// Consumer-group members (files from before there were any ran none).
+    #[serde(default)]
+    pub group_members: u64,
     pub schedule: Vec<Scheduled>,
     /// The outcome under the build the regression was recorded with (its canary, or normal).
     pub expect: Expect,
@@ -116,6 +119,7 @@ mod tests {
             workload_ms: 20_000,
             producers: 3,
             idempotent_producers: 2,
+            group_members: 2,
             schedule: vec![Scheduled { at_ms: 10, fault: Fault::Crash { nodes: vec![1, 2], down_ms: 400 } }],
             expect: Expect::Fail,
             fails_with: Some("acked_not_lost".to_owned()),

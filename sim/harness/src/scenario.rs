@@ -23,6 +23,7 @@ use crate::failure::ProblemKind;
 use crate::faults;
 use crate::faults::Fault;
 use crate::faults::Scheduled;
+use crate::group_consumer;
 use crate::idempotent;
 use crate::recorder::Recorder;
 use crate::workload;
@@ -38,6 +39,8 @@ pub struct RunOptions {
     pub producers: u64,
     /// Idempotent producers besides `producers` (`idempotent_no_duplicates` judges them).
     pub idempotent_producers: u64,
+    /// Members of the consumer group on the workload partition (`group_at_least_once`).
+    pub group_members: u64,
     /// None: generate from the seed.
     pub schedule: Option<Vec<Scheduled>>,
     /// How long the healed cluster gets to converge before the run counts as stuck.
@@ -51,6 +54,7 @@ impl Default for RunOptions {
             workload_ms: 20_000,
             producers: 3,
             idempotent_producers: 2,
+            group_members: 2,
             schedule: None,
             converge_ms_max: 60_000,
         }
@@ -108,6 +112,10 @@ const IDEMPOTENT_PRODUCER_BASE: u64 = 40;
 const READER_BASE: u64 = 800;
 const CONSUMER_ID: u64 = 700;
 const SAMPLER_ID: u64 = 650;
+/// Group member `i`'s sessions are processes `GROUP_MEMBER_BASE + 100 * i + session`.
+const GROUP_MEMBER_BASE: u64 = 2_000;
+/// How long the group gets to consume everything after the cluster converged.
+const GROUP_DRAIN_MS_MAX: u64 = 60_000;
 
 /// Runs `seed` on a fresh OS thread with a fresh madsim runtime (thread-local state of std and
 /// tokio is per thread, so runs in one process do not influence each other).
@@ -262,6 +270,19 @@ async fn control_loop(
         producers.push(node.spawn(idempotent::producer(process, group, bootstrap.clone(), rec, deadline_ns)));
     }
 
+    let drain = group_consumer::Drain::new();
+    let mut members = Vec::new();
+    for i in 0..options.group_members {
+        let node = handle
+            .create_node()
+            .name(format!("group-member-{i}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 7, i as u8 + 1)))
+            .build();
+        let (rec, d) = (recorder.clone(), drain.clone());
+        let base = GROUP_MEMBER_BASE + 100 * i;
+        members.push(node.spawn(group_consumer::member(seed, i, base, group, bootstrap.clone(), rec, d)));
+    }
+
     let consumer = {
         let node = handle.create_node().name("consumer").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1))).build();
         let rec = recorder.clone();
@@ -313,6 +334,35 @@ async fn control_loop(
     // One last sample of the settled partition.
     if let Some(sample) = admin::sample(&admin, &nodes, group).await {
         recorder.record(crate::cluster::NEMESIS, keel_checker::EventType::Info, keel_checker::Op::Replicas(sample));
+    }
+    // The group consumes up to the settled partition's end, then stops.
+    if !members.is_empty() {
+        if let Ok(hosts) = &converged {
+            let mut end = 0;
+            for &n in hosts {
+                if let Some(s) = workload::status(&admin, n, group).await {
+                    end = end.max(s.high_watermark);
+                }
+            }
+            drain.set_target(end);
+            let until = recorder.elapsed_ns() + GROUP_DRAIN_MS_MAX * 1_000_000;
+            while !drain.drained() && recorder.elapsed_ns() < until {
+                madsim::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !drain.drained() {
+                problems.push(Problem::new(
+                    ProblemKind::NoConvergence,
+                    format!(
+                        "the consumer group did not commit the partition's end offset {end} within {GROUP_DRAIN_MS_MAX} ms \
+                         of simulated time after the cluster converged"
+                    ),
+                ));
+            }
+        }
+        drain.stop();
+        for m in members {
+            let _ = m.await;
+        }
     }
     let (caught_up, hosts) = match converged {
         Ok(hosts) => (true, hosts),

@@ -216,7 +216,7 @@ pub async fn consumer(process: u64, group: u64, bootstrap: Vec<String>, recorder
 }
 
 /// The data records of `batches` (control batches skipped) and the offset after the last batch.
-fn records_of(batches: &[Bytes]) -> Result<(Vec<Record>, u64), String> {
+pub(crate) fn records_of(batches: &[Bytes]) -> Result<(Vec<Record>, u64), String> {
     let mut records = Vec::new();
     let mut next = 0u64;
     for b in batches {

@@ -3,6 +3,7 @@
 pub mod acked_not_lost;
 pub mod commit_monotonic;
 pub mod failed_not_present;
+pub mod group_at_least_once;
 pub mod idempotent_no_duplicates;
 pub mod offsets_unique_dense;
 pub mod produce_linearizable;
@@ -18,7 +19,7 @@ use crate::verdict::Verdict;
 pub type Checker = fn(&History) -> Verdict;
 
 /// Every checker with its name, in report order.
-pub const ALL: [(&str, Checker); 10] = [
+pub const ALL: [(&str, Checker); 11] = [
     (acked_not_lost::NAME, acked_not_lost::check),
     (failed_not_present::NAME, failed_not_present::check),
     (replicas_agree::NAME, replicas_agree::check),
@@ -29,6 +30,7 @@ pub const ALL: [(&str, Checker); 10] = [
     (commit_monotonic::NAME, commit_monotonic::check),
     (quorum_durable::NAME, quorum_durable::check),
     (idempotent_no_duplicates::NAME, idempotent_no_duplicates::check),
+    (group_at_least_once::NAME, group_at_least_once::check),
 ];
 
 /// Runs every checker over `history`, in [`ALL`] order.
@@ -50,7 +52,7 @@ mod tests {
             assert!(verdict.ok, "{}", report(&history, std::slice::from_ref(&verdict)));
         }
         let text = report(&history, &check_all(&history));
-        assert!(text.starts_with("0 of 10 checkers failed"), "{text}");
+        assert!(text.starts_with("0 of 11 checkers failed"), "{text}");
         assert!(text.contains("faults (1):") && text.contains("\"crash\""), "{text}");
     }
 
@@ -63,7 +65,7 @@ mod tests {
         r.read(1, true, &[]);
         let history = r.build();
         let text = report(&history, &check_all(&history));
-        assert!(text.starts_with("2 of 10 checkers failed over 6 events"), "{text}");
+        assert!(text.starts_with("2 of 11 checkers failed over 6 events"), "{text}");
         assert!(text.contains("acked_not_lost           1 violation\n"), "{text}");
         assert!(text.contains("single_leader_per_term   1 violation\n"), "{text}");
         assert!(text.contains("#3 {\"process\":2,\"type\":\"info\",\"f\":\"leader\""), "{text}");
