@@ -10,11 +10,12 @@
 use std::collections::BTreeMap;
 
 use keel_checker::checkers::{
-    acked_not_lost, commit_monotonic, failed_not_present, idempotent_no_duplicates, offsets_unique_dense,
-    produce_linearizable, read_committed_only, replicas_agree, single_leader_per_term,
+    acked_not_lost, commit_monotonic, failed_not_present, group_at_least_once, idempotent_no_duplicates,
+    offsets_unique_dense, produce_linearizable, read_committed_only, replicas_agree, single_leader_per_term,
 };
 use keel_checker::{
-    Commit, Event, EventType, Fault, History, Leader, Op, Produce, Read, Record, Verdict, check_all, report,
+    Commit, Event, EventType, Fault, GroupCommit, GroupOffset, GroupProcess, History, Leader, Op, Produce, Read,
+    Record, Verdict, check_all, report,
 };
 use proptest::prelude::*;
 
@@ -189,6 +190,95 @@ fn valid_history() -> impl Strategy<Value = Generated> {
     (1u64..=4, prop::collection::vec(step(), 10..80)).prop_map(|(processes, steps)| interpret(processes, &steps))
 }
 
+/// One step of a consumer-group member: fetch `chunk` records, die at `crash` (0: after
+/// fetching, 1: after processing, 2: after committing, else not), and the commit's outcome
+/// (0..7 ok, 7 unknown but applied, 8 unknown and not applied, else refused).
+#[derive(Clone, Debug)]
+struct GroupStep {
+    chunk: usize,
+    crash: u8,
+    outcome: u8,
+}
+
+fn group_steps() -> impl Strategy<Value = Vec<GroupStep>> {
+    prop::collection::vec(
+        (1usize..6, 0u8..12, 0u8..10).prop_map(|(chunk, crash, outcome)| GroupStep { chunk, crash, outcome }),
+        1..40,
+    )
+}
+
+/// Group members' sessions are processes `GROUP_BASE + n`.
+const GROUP_BASE: u64 = 500;
+
+/// Appends a consumer group's consumption of the final log to a valid history, valid by
+/// construction: members commit after processing, and every session resumes from the
+/// coordinator's committed offset (which an unknown-but-applied commit moves too).
+fn with_group(g: Generated, steps: &[GroupStep]) -> Vec<Event> {
+    struct Writer {
+        events: Vec<Event>,
+        now_ns: u64,
+    }
+    impl Writer {
+        fn push(&mut self, process: u64, kind: EventType, op: Op) {
+            self.now_ns += 10;
+            self.events.push(Event { process, kind, op, time_ns: self.now_ns });
+        }
+        /// A new session asks for the committed offset; answers where in `log` it resumes.
+        fn resume(&mut self, process: u64, committed: Option<u64>, log: &[Record]) -> usize {
+            let invoke = GroupOffset { group: "g".into(), partition: PARTITION.into(), offset: None };
+            self.push(process, EventType::Invoke, Op::GroupOffset(invoke.clone()));
+            self.push(process, EventType::Ok, Op::GroupOffset(GroupOffset { offset: committed, ..invoke }));
+            let from = committed.unwrap_or(0);
+            log.iter().position(|r| r.offset >= from).unwrap_or(log.len())
+        }
+    }
+    let log = match &g.events[final_read(&g.events, 2)].op {
+        Op::Read(r) => r.records.clone(),
+        other => panic!("not a read: {other:?}"),
+    };
+    let now_ns = g.events.last().map_or(0, |e| e.time_ns);
+    let mut w = Writer { events: g.events, now_ns };
+    let mut committed: Option<u64> = None;
+    let mut process = GROUP_BASE;
+    let mut at = w.resume(process, committed, &log);
+    for step in steps {
+        if at >= log.len() {
+            break;
+        }
+        let batch: Vec<Record> = log[at..(at + step.chunk).min(log.len())].to_vec();
+        let end = batch.last().map_or(0, |r| r.offset + 1);
+        if step.crash != 0 {
+            let invoke = GroupProcess { group: "g".into(), partition: PARTITION.into(), records: vec![] };
+            w.push(process, EventType::Invoke, Op::GroupProcess(invoke.clone()));
+            w.push(process, EventType::Ok, Op::GroupProcess(GroupProcess { records: batch, ..invoke }));
+        }
+        if step.crash > 1 {
+            let op = Op::GroupCommit(GroupCommit { group: "g".into(), partition: PARTITION.into(), offset: end });
+            w.push(process, EventType::Invoke, op.clone());
+            let kind = match step.outcome {
+                0..7 => EventType::Ok,
+                7 | 8 => EventType::Info,
+                _ => EventType::Fail,
+            };
+            if step.outcome < 8 {
+                committed = Some(end);
+            }
+            w.push(process, kind, op);
+            at += step.chunk;
+        }
+        if step.crash <= 2 {
+            process += 1;
+            at = w.resume(process, committed, &log);
+        }
+    }
+    w.events
+}
+
+/// Index of the `ok` produce of `value`.
+fn ack_of(events: &[Event], value: &str) -> Option<usize> {
+    events.iter().position(|e| matches!((&e.op, e.kind), (Op::Produce(p), EventType::Ok) if p.value == value))
+}
+
 fn build(events: Vec<Event>) -> History {
     History::new(events).expect("planted violations keep the history well-formed")
 }
@@ -345,6 +435,76 @@ proptest! {
         records_mut(&mut events[read]).push(Record { offset: end, ..original });
         let history = build(events);
         assert_caught(&history, idempotent_no_duplicates::check(&history), &[ok, read])?;
+    }
+
+    #[test]
+    fn a_consumer_group_committing_after_processing_passes(g in valid_history(), steps in group_steps()) {
+        let history = build(with_group(g, &steps));
+        let verdicts = check_all(&history);
+        prop_assert!(verdicts.iter().all(|v| v.ok), "{}", report(&history, &verdicts));
+    }
+
+    #[test]
+    fn a_record_skipped_below_a_group_commit_is_caught(g in valid_history(), steps in group_steps(), pick: usize) {
+        let mut events = with_group(g, &steps);
+        let top = events
+            .iter()
+            .filter_map(|e| match (&e.op, e.kind) {
+                (Op::GroupCommit(c), EventType::Ok) => Some(c.offset),
+                _ => None,
+            })
+            .max();
+        prop_assume!(top.is_some());
+        let top = top.unwrap_or_default();
+        // Acknowledged records below the top commit, processed exactly once (so removing that
+        // processing loses them), with the event that processed them.
+        let mut times: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
+            if let (Op::GroupProcess(p), EventType::Ok) = (&e.op, e.kind) {
+                for r in p.records.iter().filter(|r| r.offset < top) {
+                    times.entry(r.value.clone()).or_default().push(i);
+                }
+            }
+        }
+        let candidates: Vec<(String, usize, usize)> = times
+            .into_iter()
+            .filter(|(_, at)| at.len() == 1)
+            .filter_map(|(value, at)| ack_of(&events, &value).map(|ok| (value, at[0], ok)))
+            .collect();
+        prop_assume!(!candidates.is_empty());
+        let (value, processed, ok) = candidates[pick % candidates.len()].clone();
+        if let Op::GroupProcess(p) = &mut events[processed].op {
+            p.records.retain(|r| r.value != value);
+        }
+        let history = build(events);
+        assert_caught(&history, group_at_least_once::check(&history), &[ok])?;
+    }
+
+    #[test]
+    fn an_offset_fetch_below_an_acknowledged_commit_is_caught(
+        g in valid_history(),
+        steps in group_steps(),
+        pick: usize,
+    ) {
+        let mut events = with_group(g, &steps);
+        // Offset fetches invoked after some commit was acknowledged.
+        let mut acked_before = None;
+        let mut fetches = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            match (&e.op, e.kind) {
+                (Op::GroupCommit(c), EventType::Ok) => acked_before = Some(acked_before.unwrap_or(0).max(c.offset)),
+                (Op::GroupOffset(_), EventType::Ok) if acked_before.is_some() => fetches.push(i),
+                _ => {}
+            }
+        }
+        prop_assume!(!fetches.is_empty());
+        let fetch = fetches[pick % fetches.len()];
+        if let Op::GroupOffset(f) = &mut events[fetch].op {
+            // The coordinator forgot every commit.
+            f.offset = None;
+        }
+        let history = build(events);
+        assert_caught(&history, group_at_least_once::check(&history), &[fetch])?;
     }
 
     #[test]
