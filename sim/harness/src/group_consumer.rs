@@ -86,7 +86,7 @@ const OFFSET_FETCH_VERSION: i16 = 6;
 const OFFSET_COMMIT_VERSION: i16 = 7;
 
 /// The drain after the workload: shared by the control loop and the members.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Drain {
     /// The partition's final high watermark, once known (`u64::MAX` until then).
     target: AtomicU64,
@@ -218,6 +218,17 @@ impl Member {
         self.recorder.record(self.process, kind, op);
     }
 
+    /// Forgets what `next` says is no longer valid (the member id, the coordinator) and
+    /// returns it.
+    fn follow(&mut self, next: Next) -> Next {
+        match next {
+            Next::Reset => self.member_id.clear(),
+            Next::Rediscover => self.coordinator = None,
+            Next::Continue | Next::Rejoin => {}
+        }
+        next
+    }
+
     async fn run(&mut self, rng: &mut SmallRng, may_crash: bool) -> End {
         'join: loop {
             if self.drain.stopped() {
@@ -235,17 +246,9 @@ impl Member {
                 }
                 if self.recorder.elapsed_ns() - last_heartbeat >= HEARTBEAT_EVERY.as_nanos() as u64 {
                     last_heartbeat = self.recorder.elapsed_ns();
-                    match self.heartbeat().await {
-                        Next::Continue => {}
-                        Next::Rejoin => continue 'join,
-                        Next::Reset => {
-                            self.member_id.clear();
-                            continue 'join;
-                        }
-                        Next::Rediscover => {
-                            self.coordinator = None;
-                            continue 'join;
-                        }
+                    let next = self.heartbeat().await;
+                    if !matches!(self.follow(next), Next::Continue) {
+                        continue 'join;
                     }
                 }
                 if !owns {
@@ -301,15 +304,12 @@ impl Member {
                     }
                     self.commit(end).await
                 };
-                match refused {
-                    None | Some(Next::Continue) => {}
-                    // The records are processed; a later commit covers them.
-                    Some(Next::Rediscover) => self.coordinator = None,
-                    Some(Next::Rejoin) => continue 'join,
-                    Some(Next::Reset) => {
-                        self.member_id.clear();
-                        continue 'join;
-                    }
+                // A commit lost with its coordinator needs no rejoin: the records are
+                // processed, and a later commit covers them.
+                if let Some(next) = refused
+                    && matches!(self.follow(next), Next::Rejoin | Next::Reset)
+                {
+                    continue 'join;
                 }
                 position = Some(end);
                 if crash_at == Some(2) {
@@ -394,17 +394,8 @@ impl Member {
             members = answer.members.len(),
             "JoinGroup answered"
         );
-        match next_for(answer.error_code) {
-            Next::Continue => {}
-            Next::Reset => {
-                self.member_id.clear();
-                return None;
-            }
-            Next::Rediscover => {
-                self.coordinator = None;
-                return None;
-            }
-            Next::Rejoin => return None,
+        if !matches!(self.follow(next_for(answer.error_code)), Next::Continue) {
+            return None;
         }
         self.member_id = answer.member_id.to_string();
         self.generation = answer.generation_id;
@@ -443,18 +434,7 @@ impl Member {
             owns = answer.assignment.as_ref() == OWNS,
             "SyncGroup answered"
         );
-        match next_for(answer.error_code) {
-            Next::Continue => Some(answer.assignment.as_ref() == OWNS),
-            Next::Reset => {
-                self.member_id.clear();
-                None
-            }
-            Next::Rediscover => {
-                self.coordinator = None;
-                None
-            }
-            Next::Rejoin => None,
-        }
+        matches!(self.follow(next_for(answer.error_code)), Next::Continue).then(|| answer.assignment.as_ref() == OWNS)
     }
 
     async fn heartbeat(&mut self) -> Next {

@@ -139,7 +139,7 @@ pub fn check(history: &History) -> Verdict {
             }
         }
     }
-    // Every group named must be consistent: a processed record must exist in some produce.
+    // A member can only process what some producer sent.
     let produced: BTreeSet<&str> = acked.iter().map(|p| p.produce.value.as_str()).collect();
     for (&(group, partition), seen) in &processed {
         for (value, &event) in seen {
