@@ -229,6 +229,23 @@ async fn read_loop(inner: &Arc<Inner>, conn: &Arc<Conn>, mut reader: FrameReader
                 let Ok(permit) = serving.clone().acquire_many_owned(permits).await else {
                     return "serving semaphore closed".into();
                 };
+                #[cfg(madsim)]
+                if let Some(plan) = super::chaos::plan(inner.self_id, frame.kind) {
+                    if let Some(after) = plan.copy_after {
+                        let (inner, conn, copy) = (inner.clone(), conn.clone(), frame.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(after).await;
+                            serve_request(&inner, &conn, copy).await;
+                        });
+                    }
+                    let (inner, conn) = (inner.clone(), conn.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(plan.delay).await;
+                        serve_request(&inner, &conn, frame).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
                 let (inner, conn) = (inner.clone(), conn.clone());
                 tokio::spawn(async move {
                     serve_request(&inner, &conn, frame).await;

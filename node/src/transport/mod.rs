@@ -9,6 +9,8 @@
 //! - `peers`: the address book, dialing (one dial at a time per peer, with backoff), and the
 //!   rule that leaves one connection per pair.
 //! - `backoff`: the redial schedule (pure).
+//! - [`chaos`] (madsim only): requests served late, out of order, and Raft's twice, for the
+//!   simulation's nemesis.
 //! - `stats`: counters behind [`Transport::stats`].
 //!
 //! Rules the code keeps (see DESIGN.md, "Transport"):
@@ -24,6 +26,8 @@
 //!   `select!`, no jitter, no `tokio::sync::watch`, no wall clock.
 
 mod backoff;
+#[cfg(madsim)]
+pub mod chaos;
 mod conn;
 pub mod frame;
 mod handshake;

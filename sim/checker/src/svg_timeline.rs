@@ -32,7 +32,8 @@ fn fault_colour(fault: &str) -> &'static str {
     match fault {
         "crash" => "#d62728",
         "isolate" | "one-way" | "partition" | "bridge" => "#9467bd",
-        "packet-loss" | "delay" => "#8c564b",
+        "packet-loss" | "delay" | "reorder" => "#8c564b",
+        "clock-drift" => "#17becf",
         "fsync-error" | "slow-disk" | "crash-in-fsync" => "#e377c2",
         _ => "#7f7f7f",
     }

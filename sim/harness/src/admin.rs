@@ -1,6 +1,8 @@
-//! The simulated operator: metadata proposals and reads over the internal protocol, the admin
-//! workload that creates and deletes topics and reassigns replicas while the nemesis works, and
-//! the sampler that records `replicas` samples for the `quorum_durable` checker.
+//! The simulated operator: topic administration over the Kafka protocol (`kafka_admin`),
+//! metadata proposals (reassignment, decommissioning) and reads over the internal protocol, the
+//! admin workload that creates, grows and deletes topics and reassigns replicas while the
+//! nemesis works, and the sampler that records `replicas` samples for the `quorum_durable`
+//! checker.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use keel_core::metadata::MetaError;
 use keel_core::metadata::Reply;
 use keel_node::client;
 use keel_node::client::ClusterView;
+use keel_node::kafka_client::KafkaClient;
 use keel_node::meta::ProposeResponse;
 use keel_node::raft::network::decode;
 use keel_node::raft::network::encode;
@@ -25,6 +28,8 @@ use rand::seq::SliceRandom;
 use serde_json::Value;
 
 use crate::cluster::partition_name;
+use crate::kafka_admin;
+use crate::kafka_admin::AdminOutcome;
 use crate::recorder::Recorder;
 use crate::workload;
 
@@ -113,66 +118,101 @@ pub async fn admin_op(
     outcome
 }
 
-/// Creates the topic under load (`t`, one partition, RF 3) and waits until its partition has a
-/// leader. Returns the partition's group.
+/// Records one Kafka admin request: its invocation, then its outcome.
+async fn kafka_admin_op(
+    recorder: &Recorder,
+    process: u64,
+    action: &str,
+    details: &[(&str, Value)],
+    request: impl std::future::Future<Output = AdminOutcome>,
+) -> AdminOutcome {
+    let mut pairs = details.to_vec();
+    pairs.push(("via", Value::from("kafka")));
+    let admin = Admin { action: action.to_string(), detail: detail(&pairs) };
+    recorder.record(process, EventType::Invoke, Op::Admin(admin.clone()));
+    let outcome = request.await;
+    let (kind, result) = match &outcome {
+        AdminOutcome::Ok(r) => (EventType::Ok, r.clone()),
+        AdminOutcome::Refused(e) => (EventType::Fail, e.clone()),
+        AdminOutcome::Unknown(e) => (EventType::Info, e.clone()),
+    };
+    let mut done = admin;
+    done.detail.insert("result".into(), Value::String(result));
+    recorder.record(process, kind, Op::Admin(done));
+    outcome
+}
+
+/// Creates the topic under load (`t`, one partition, RF 3) with a Kafka CreateTopics request and
+/// waits until its partition has a leader. Returns the partition's group.
 pub async fn create_workload_topic(
     transport: &Transport,
     nodes: &[u64],
+    bootstrap: Vec<String>,
     recorder: &Recorder,
     process: u64,
 ) -> Result<u64, String> {
-    let cmd =
-        Command::CreateTopic { name: "t".into(), partitions: 1, replication_factor: Some(3), configs: BTreeMap::new() };
+    let mut client = KafkaClient::new(format!("admin-{process}"), bootstrap, 0);
     for _ in 0..20 {
-        match admin_op(transport, nodes, recorder, process, "create-topic", &[("topic", "t".into())], &cmd).await {
-            Proposed::Applied(Ok(Reply::TopicCreated { groups, .. })) => {
-                let group = groups[0];
-                for _ in 0..100 {
-                    if let Some(v) = any_view(transport, nodes).await
-                        && v.leaders.contains_key(&group)
-                    {
-                        return Ok(group);
-                    }
-                    madsim::time::sleep(Duration::from_millis(100)).await;
-                }
-                return Err(format!("partition group {group} of topic t never got a leader"));
-            }
-            // Not enough nodes registered yet, or the outcome of an earlier try is unknown.
-            Proposed::Applied(Err(MetaError::InvalidReplicationFactor { .. })) | Proposed::Unknown(_) => {
+        let d = [("topic", Value::from("t")), ("partitions", Value::from(1))];
+        let outcome =
+            kafka_admin_op(recorder, process, "create-topic", &d, kafka_admin::create_topic(&mut client, "t", 1, 3))
+                .await;
+        match outcome {
+            AdminOutcome::Ok(_) => {}
+            // Created by an earlier try whose answer was lost.
+            o if o.is_topic_exists() => {}
+            // Not enough nodes registered yet, or no metadata leader, or the outcome of this
+            // try is unknown: ask again.
+            AdminOutcome::Refused(_) | AdminOutcome::Unknown(_) => {
                 madsim::time::sleep(Duration::from_millis(200)).await;
+                continue;
             }
-            Proposed::Applied(Err(MetaError::TopicExists(_))) => {
-                if let Some(v) = any_view(transport, nodes).await
-                    && let Some(t) = v.metadata.topics.get("t")
-                {
-                    return Ok(t.partitions[0].group);
-                }
-            }
-            other => return Err(format!("creating topic t: {other:?}")),
         }
+        for _ in 0..100 {
+            if let Some(v) = any_view(transport, nodes).await
+                && let Some(t) = v.metadata.topics.get("t")
+                && let Some(p) = t.partitions.first()
+                && v.leaders.contains_key(&p.group)
+            {
+                return Ok(p.group);
+            }
+            madsim::time::sleep(Duration::from_millis(100)).await;
+        }
+        return Err("the partition of topic t never got a leader".into());
     }
     Err("topic t could not be created".into())
 }
 
-/// Topic churn and reassignments until `deadline_ns`: creates and deletes topics, moves the
-/// workload partition (`group`) and other partitions to random replica sets, and now and then
-/// decommissions a node.
+/// Topic churn and reassignments until `deadline_ns`: creates, grows and deletes topics over
+/// the Kafka protocol (CreateTopics, CreatePartitions, DeleteTopics), moves the workload
+/// partition (`group`) and other partitions to random replica sets, and now and then
+/// decommissions a node (these two through the metadata group: Kafka's reassignment API is not
+/// served).
+#[allow(clippy::too_many_arguments)]
 pub async fn admin_workload(
     seed: u64,
     process: u64,
     group: u64,
     nodes: Vec<u64>,
+    bootstrap: Vec<String>,
     transport: Transport,
     recorder: Recorder,
     deadline_ns: u64,
 ) {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x6164_6d69_6e5f_6f70);
+    let mut client = KafkaClient::new(format!("admin-{process}"), bootstrap, seed as usize);
     let mut created = 0u64;
     while recorder.elapsed_ns() < deadline_ns {
         madsim::time::sleep(Duration::from_millis(rng.gen_range(300..2000))).await;
-        let roll = rng.gen_range(0..11);
-        let extra: Vec<String> = match any_view(&transport, &nodes).await {
-            Some(v) => v.metadata.topics.keys().filter(|t| *t != "t" && !t.starts_with("__")).cloned().collect(),
+        let roll = rng.gen_range(0..12);
+        let extra: Vec<(String, usize)> = match any_view(&transport, &nodes).await {
+            Some(v) => v
+                .metadata
+                .topics
+                .iter()
+                .filter(|(t, _)| *t != "t" && !t.starts_with("__"))
+                .map(|(t, topic)| (t.clone(), topic.partitions.len()))
+                .collect(),
             None => continue,
         };
         match roll {
@@ -180,20 +220,23 @@ pub async fn admin_workload(
                 created += 1;
                 let name = format!("x{created}");
                 let partitions = rng.gen_range(1..=3);
-                let cmd = Command::CreateTopic {
-                    name: name.clone(),
-                    partitions,
-                    replication_factor: Some(rng.gen_range(2..=3)),
-                    configs: BTreeMap::new(),
-                };
-                let d = [("topic", Value::from(name)), ("partitions", Value::from(partitions))];
-                admin_op(&transport, &nodes, &recorder, process, "create-topic", &d, &cmd).await;
+                let rf = rng.gen_range(2..=3);
+                let d = [("topic", Value::from(name.clone())), ("partitions", Value::from(partitions))];
+                let request = kafka_admin::create_topic(&mut client, &name, partitions, rf);
+                kafka_admin_op(&recorder, process, "create-topic", &d, request).await;
             }
             3 | 4 if !extra.is_empty() => {
-                let name = extra[rng.gen_range(0..extra.len())].clone();
-                let cmd = Command::DeleteTopic { name: name.clone() };
-                admin_op(&transport, &nodes, &recorder, process, "delete-topic", &[("topic", Value::from(name))], &cmd)
+                let name = extra[rng.gen_range(0..extra.len())].0.clone();
+                let request = kafka_admin::delete_topic(&mut client, &name);
+                kafka_admin_op(&recorder, process, "delete-topic", &[("topic", Value::from(name.clone()))], request)
                     .await;
+            }
+            11 if !extra.is_empty() => {
+                let (name, now) = extra[rng.gen_range(0..extra.len())].clone();
+                let total = now as u32 + 1;
+                let d = [("topic", Value::from(name.clone())), ("partitions", Value::from(total))];
+                let request = kafka_admin::create_partitions(&mut client, &name, total);
+                kafka_admin_op(&recorder, process, "create-partitions", &d, request).await;
             }
             10 => {
                 // Drain a node: its replicas move away, then it leaves the registry (and, still

@@ -179,6 +179,10 @@ impl SimCluster {
     /// Creates and starts every node. Call inside the madsim runtime.
     pub fn start(seed: u64, config: &ClusterConfig, recorder: Recorder) -> Arc<SimCluster> {
         let handle = Handle::current();
+        // Clocks and message chaos are process-wide tables keyed by node: a new seed starts
+        // with none.
+        keel_node::rt::drift::reset();
+        keel_node::transport::chaos::reset();
         let mut slots = BTreeMap::new();
         for id in 1..=config.nodes {
             let storage = SimStorage::new(seed.wrapping_mul(1000).wrapping_add(id));
@@ -345,6 +349,45 @@ impl SimCluster {
         self.note("heal", None, BTreeMap::new());
         for (id, _) in ids {
             self.restart(id);
+        }
+    }
+
+    /// Sets node `id`'s clock running `rate_ppm` parts per million fast (negative: slow);
+    /// 0 back to madsim's rate, keeping the offset gathered (see `keel_node::rt::drift`).
+    pub fn clock_rate(&self, id: u64, rate_ppm: i64) {
+        let Some(mid) = self.slots().get(&id).map(|s| s.madsim_id) else { return };
+        keel_node::rt::drift::set_rate(mid, rate_ppm);
+        let mut detail = BTreeMap::new();
+        detail.insert("rate_ppm".to_string(), serde_json::Value::from(rate_ppm));
+        self.note(if rate_ppm == 0 { "clock-drift-end" } else { "clock-drift" }, Some(id), detail);
+    }
+
+    /// Requests arriving at node `id` are served after 0..=`delay_max_ms` each, and
+    /// `duplicate_pct` of its Raft messages twice (None: as they come again; see
+    /// `keel_node::transport::chaos`).
+    pub fn reorder(&self, id: u64, chaos: Option<(u64, u8)>) {
+        let mut detail = BTreeMap::new();
+        match chaos {
+            Some((delay_max_ms, duplicate_pct)) => {
+                let raft_kinds = vec![
+                    keel_node::raft::network::KIND_APPEND,
+                    keel_node::raft::network::KIND_VOTE,
+                    keel_node::raft::network::KIND_PRE_VOTE,
+                    keel_node::raft::network::KIND_SNAPSHOT,
+                    keel_node::raft::heartbeat::KIND_HEARTBEAT_BATCH,
+                    keel_node::raft::network::KIND_TRANSFER_LEADER,
+                ];
+                let chaos =
+                    keel_node::transport::chaos::Chaos { delay_max_ms, duplicate_pct, duplicate_kinds: raft_kinds };
+                keel_node::transport::chaos::set(id, chaos);
+                detail.insert("delay_max_ms".to_string(), serde_json::Value::from(delay_max_ms));
+                detail.insert("duplicate_pct".to_string(), serde_json::Value::from(duplicate_pct));
+                self.note("reorder", Some(id), detail);
+            }
+            None => {
+                keel_node::transport::chaos::clear(id);
+                self.note("reorder-end", Some(id), detail);
+            }
         }
     }
 

@@ -45,6 +45,15 @@ pub enum Fault {
     Halves { side: Vec<u64>, duration_ms: u64 },
     /// `left` and `right` cannot reach each other, but both reach `bridge`, for `duration_ms`.
     Bridge { left: Vec<u64>, bridge: u64, right: Vec<u64>, duration_ms: u64 },
+    /// The node's clock runs `rate_ppm` parts per million fast (negative: slow) for
+    /// `duration_ms`, then at the normal rate again, keeping the offset it gathered. Its Raft
+    /// timers (elections, heartbeats, leader leases) and its wall clock (record timestamps)
+    /// follow it (`keel_node::rt::drift`; madsim itself has one clock).
+    ClockDrift { node: u64, rate_ppm: i64, duration_ms: u64 },
+    /// Requests arriving at the node are served after a random 0..=`delay_max_ms` each, so
+    /// they overtake one another, and `duplicate_pct` of its Raft messages are served twice
+    /// (`keel_node::transport::chaos`), for `duration_ms`.
+    Reorder { node: u64, delay_max_ms: u64, duplicate_pct: u8, duration_ms: u64 },
 }
 
 /// A fault and when it fires, in milliseconds after the workload starts.
@@ -77,7 +86,9 @@ impl Fault {
             Fault::Delay { duration_ms, .. }
             | Fault::SlowDisk { duration_ms, .. }
             | Fault::Halves { duration_ms, .. }
-            | Fault::Bridge { duration_ms, .. } => *duration_ms,
+            | Fault::Bridge { duration_ms, .. }
+            | Fault::ClockDrift { duration_ms, .. }
+            | Fault::Reorder { duration_ms, .. } => *duration_ms,
             Fault::CrashInFsync { after_ms, down_ms, .. } => after_ms + down_ms,
         }
     }
@@ -152,6 +163,8 @@ mod tests {
             "CrashInFsync",
             "Halves",
             "Bridge",
+            "ClockDrift",
+            "Reorder",
         ];
         for kind in all {
             assert!(seen.contains(kind), "no seed draws {kind}: {seen:?}");

@@ -239,6 +239,9 @@ impl Member {
                 continue 'join;
             };
             let mut position = None;
+            // The offset this session last had a commit acknowledged at (or fetched as the
+            // group's committed offset).
+            let mut acked = None;
             let mut last_heartbeat = self.recorder.elapsed_ns();
             loop {
                 if self.drain.stopped() {
@@ -260,6 +263,7 @@ impl Member {
                     None => match self.committed_offset().await {
                         Some(p) => {
                             position = Some(p);
+                            acked = Some(p);
                             p
                         }
                         None => {
@@ -274,6 +278,18 @@ impl Member {
                 let (records, end) = match self.fetch(from).await {
                     Some((r, end)) if end > from => (r, end),
                     _ => {
+                        // Caught up. A commit whose outcome was unknown (lost with its
+                        // coordinator) is made again: no later records may come to cover it.
+                        if acked != Some(from) {
+                            match self.commit(from).await {
+                                None => acked = Some(from),
+                                Some(next) => {
+                                    if matches!(self.follow(next), Next::Rejoin | Next::Reset) {
+                                        continue 'join;
+                                    }
+                                }
+                            }
+                        }
                         madsim::time::sleep(IDLE_PAUSE).await;
                         continue;
                     }
@@ -306,6 +322,9 @@ impl Member {
                 };
                 // A commit lost with its coordinator needs no rejoin: the records are
                 // processed, and a later commit covers them.
+                if refused.is_none() {
+                    acked = Some(end);
+                }
                 if let Some(next) = refused
                     && matches!(self.follow(next), Next::Rejoin | Next::Reset)
                 {

@@ -19,14 +19,17 @@
 //! - `idempotent`: idempotent producers (InitProducerId, sequence numbers, the same batch resent
 //!   until acknowledged) (madsim only).
 //! - `workload`: producers following redirects, replica reads (madsim only).
-//! - `admin`: the simulated operator (topic churn, reassignments) and the replica sampler
-//!   (madsim only).
+//! - [`kafka_admin`]: the operator's CreateTopics, DeleteTopics and CreatePartitions requests
+//!   over the Kafka protocol, and what their answers mean for the history.
+//! - `admin`: the simulated operator (topic churn over Kafka, reassignments and
+//!   decommissioning over the metadata group) and the replica sampler (madsim only).
 //! - `scenario`: one seed from start to verdict (madsim only).
 //!
 //! Everything that needs madsim is compiled only with `--cfg madsim`; `sim/run` builds that way.
 
 pub mod failure;
 pub mod faults;
+pub mod kafka_admin;
 pub mod kind;
 pub mod recorder;
 pub mod regression;

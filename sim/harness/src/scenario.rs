@@ -238,7 +238,9 @@ async fn control_loop(
     let nodes = cluster.node_ids();
     let admin = workload::client_transport(CONTROL_ID, &nodes, node_addr);
     madsim::time::sleep(Duration::from_millis(1500)).await;
-    let group = match admin::create_workload_topic(&admin, &nodes, &recorder, ADMIN_ID).await {
+    // The Kafka clients bootstrap from every node's Kafka listener.
+    let bootstrap: Vec<String> = nodes.iter().map(|n| kafka_addr(*n)).collect();
+    let group = match admin::create_workload_topic(&admin, &nodes, bootstrap.clone(), &recorder, ADMIN_ID).await {
         Ok(g) => g,
         Err(e) => return vec![Problem::new(ProblemKind::NoConvergence, format!("setup: {e}"))],
     };
@@ -246,8 +248,6 @@ async fn control_loop(
     let mut fault_problems = Vec::new();
     let start_ns = recorder.elapsed_ns();
     let deadline_ns = start_ns + options.workload_ms * 1_000_000;
-    // The Kafka clients bootstrap from every node's Kafka listener.
-    let bootstrap: Vec<String> = nodes.iter().map(|n| kafka_addr(*n)).collect();
     let mut producers = Vec::new();
     for i in 0..options.producers {
         let process = PRODUCER_BASE + i;
@@ -297,8 +297,8 @@ async fn control_loop(
     let operator = (kind == ScenarioKind::Cluster).then(|| {
         let node = handle.create_node().name("operator").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 5, 1))).build();
         let t = workload::client_transport(ADMIN_ID, &nodes, node_addr);
-        let (rec, ns) = (recorder.clone(), nodes.clone());
-        node.spawn(admin::admin_workload(seed, ADMIN_ID, group, ns, t, rec, deadline_ns))
+        let (rec, ns, bs) = (recorder.clone(), nodes.clone(), bootstrap.clone());
+        node.spawn(admin::admin_workload(seed, ADMIN_ID, group, ns, bs, t, rec, deadline_ns))
     });
 
     for s in &schedule {
@@ -521,6 +521,16 @@ async fn apply_fault(
             cluster.partition("bridge", left, right, detail);
             wait(*duration_ms).await;
             cluster.heal();
+        }
+        Fault::ClockDrift { node, rate_ppm, duration_ms } => {
+            cluster.clock_rate(*node, *rate_ppm);
+            wait(*duration_ms).await;
+            cluster.clock_rate(*node, 0);
+        }
+        Fault::Reorder { node, delay_max_ms, duplicate_pct, duration_ms } => {
+            cluster.reorder(*node, Some((*delay_max_ms, *duplicate_pct)));
+            wait(*duration_ms).await;
+            cluster.reorder(*node, None);
         }
     }
     None

@@ -171,6 +171,12 @@ fn halvings(fault: &Fault) -> Vec<Fault> {
         Fault::Bridge { left, bridge, right, duration_ms } => {
             out.extend(half(duration_ms).map(|d| Fault::Bridge { left, bridge, right, duration_ms: d }))
         }
+        Fault::ClockDrift { node, rate_ppm, duration_ms } => {
+            out.extend(half(duration_ms).map(|d| Fault::ClockDrift { node, rate_ppm, duration_ms: d }))
+        }
+        Fault::Reorder { node, delay_max_ms, duplicate_pct, duration_ms } => {
+            out.extend(half(duration_ms).map(|d| Fault::Reorder { node, delay_max_ms, duplicate_pct, duration_ms: d }))
+        }
     }
     out
 }

@@ -35,7 +35,7 @@ fn permuted(nodes: u64, order: &[u64]) -> Vec<u64> {
     ids.into_iter().map(|(_, n)| n).collect()
 }
 
-/// One fault, with the same kinds and ranges as the seed generator has always drawn.
+/// One fault of any kind, with its ranges.
 pub fn fault(nodes: u64) -> BoxedStrategy<Fault> {
     let node = 1..=nodes;
     let order = proptest::collection::vec(0u64..1000, nodes as usize);
@@ -70,6 +70,22 @@ pub fn fault(nodes: u64) -> BoxedStrategy<Fault> {
         let (left, right) = rest.split_at(rest.len() / 2);
         Fault::Bridge { left: sorted(left.to_vec()), bridge: all[0], right: sorted(right.to_vec()), duration_ms }
     });
+    // A clock 5–50 % slow or 5–100 % fast.
+    let clock_drift = (node.clone(), any::<bool>(), 50_000i64..500_000, 1000u64..5000).prop_map(
+        |(node, fast, magnitude, duration_ms)| Fault::ClockDrift {
+            node,
+            rate_ppm: if fast { 2 * magnitude } else { -magnitude },
+            duration_ms,
+        },
+    );
+    let reorder = (node.clone(), 5u64..200, 0u8..50, 500u64..4000).prop_map(
+        |(node, delay_max_ms, duplicate_pct, duration_ms)| Fault::Reorder {
+            node,
+            delay_max_ms,
+            duplicate_pct,
+            duration_ms,
+        },
+    );
     prop_oneof![
         2 => crash,
         1 => majority,
@@ -84,6 +100,8 @@ pub fn fault(nodes: u64) -> BoxedStrategy<Fault> {
         1 => crash_in_fsync,
         1 => halves,
         1 => bridge,
+        1 => clock_drift,
+        1 => reorder,
         1 => (node, 1000u64..4000, 500u64..2000)
             .prop_map(|(node, isolated_ms, down_ms)| Fault::StaleCandidate { node, isolated_ms, down_ms }),
     ]
