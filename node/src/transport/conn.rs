@@ -230,7 +230,7 @@ async fn read_loop(inner: &Arc<Inner>, conn: &Arc<Conn>, mut reader: FrameReader
                     return "serving semaphore closed".into();
                 };
                 let (inner, conn) = (inner.clone(), conn.clone());
-                tokio::spawn(async move {
+                crate::rt::spawn(async move {
                     serve_request(&inner, &conn, frame).await;
                     drop(permit);
                 });
