@@ -341,8 +341,9 @@ fn client_commands_against_keel_dev() {
     assert_eq!(first.json_lines().len(), 1);
     // From an offset: the records of k1's partition from its second record on (offsets have
     // gaps where Raft's own entries sit, so they come from what was read).
-    let p = records.iter().find(|r| r["key"] == "k1").unwrap()["partition"].to_string();
-    let in_p: Vec<&Value> = records.iter().filter(|r| r["partition"].to_string() == p).collect();
+    let partition = records.iter().find(|r| r["key"] == "k1").unwrap()["partition"].as_i64().unwrap();
+    let p = partition.to_string();
+    let in_p: Vec<&Value> = records.iter().filter(|r| r["partition"] == partition).collect();
     let second = in_p[1]["offset"].to_string();
     let from =
         shell.keel(&["consume", "orders", "--partition", &p, "--offset", &second, "--json", "-b", &b], None).ok();
@@ -424,7 +425,7 @@ fn client_commands_against_keel_dev() {
         .ok();
     assert!(r.stdout.contains("NEW OFFSET"), "{}", r.stdout);
     let d = shell.keel(&["group", "describe", "cli-group", "-b", &b, "--json"], None).ok().json();
-    assert!(committed(&d).iter().any(|(q, o)| q.to_string() == p && o.to_string() == second), "{d}");
+    assert!(committed(&d).iter().any(|(q, o)| *q == partition && o.to_string() == second), "{d}");
     shell.keel(&["group", "reset-offsets", "cli-group", "--topic", "orders", "--to-latest", "-b", &b], None).ok();
     let d = shell.keel(&["group", "describe", "cli-group", "-b", &b, "--json"], None).ok().json();
     assert!(d["offsets"].as_array().unwrap().iter().all(|o| o["committed"] == o["end"]), "{d}");

@@ -189,11 +189,11 @@ impl DevFlags {
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     /// Where the Kafka listener binds (`kafka.listen`; default: 0.0.0.0:9092).
-    #[arg(long = "kafka-listen", id = "kafka_listen", env = "KEEL_KAFKA_LISTEN")]
+    #[arg(long = "kafka-listen", id = "kafka_listen", env = "KEEL_KAFKA_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<String>,
     /// The address Kafka clients are told to use for this node (`kafka.advertised`; default:
     /// --kafka-listen, with an unspecified host replaced by the host of --addr).
-    #[arg(long = "kafka-advertised", id = "kafka_advertised", env = "KEEL_KAFKA_ADVERTISED")]
+    #[arg(long = "kafka-advertised", id = "kafka_advertised", env = "KEEL_KAFKA_ADVERTISED", value_name = "HOST:PORT")]
     pub advertised: Option<String>,
 }
 
@@ -250,21 +250,23 @@ pub struct BrokerSettings {
 #[serde(deny_unknown_fields)]
 pub struct RaftSettings {
     /// Leader heartbeat interval (`raft.heartbeat_ms`; default: 1000).
-    #[arg(long = "raft-heartbeat-ms", id = "raft_heartbeat_ms", env = "KEEL_RAFT_HEARTBEAT_MS")]
+    #[arg(long = "raft-heartbeat-ms", id = "raft_heartbeat_ms", env = "KEEL_RAFT_HEARTBEAT_MS", value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
     /// A follower that hears no leader for a random time between the minimum and the maximum
     /// starts an election (`raft.election_timeout_min_ms`; default: 3000).
     #[arg(
         long = "raft-election-timeout-min-ms",
         id = "raft_election_timeout_min_ms",
-        env = "KEEL_RAFT_ELECTION_TIMEOUT_MIN_MS"
+        env = "KEEL_RAFT_ELECTION_TIMEOUT_MIN_MS",
+        value_name = "MS"
     )]
     pub election_timeout_min_ms: Option<u64>,
-    /// (`raft.election_timeout_max_ms`; default: 6000).
+    /// The longest election timeout (`raft.election_timeout_max_ms`; default: 6000).
     #[arg(
         long = "raft-election-timeout-max-ms",
         id = "raft_election_timeout_max_ms",
-        env = "KEEL_RAFT_ELECTION_TIMEOUT_MAX_MS"
+        env = "KEEL_RAFT_ELECTION_TIMEOUT_MAX_MS",
+        value_name = "MS"
     )]
     pub election_timeout_max_ms: Option<u64>,
 }
@@ -437,18 +439,23 @@ pub fn advertised_kafka_addr(listen: &str, advertised: Option<&str>, node_addr: 
     }
 }
 
-/// Checks that `value` is `HOST:PORT` (port 0, "any free port", only where `port_zero`).
+/// Checks that setting `key`'s `value` is `HOST:PORT` (port 0, "any free port", only where
+/// `port_zero`).
 fn host_port(key: &'static str, value: &str, port_zero: bool) -> Result<(), ConfigError> {
+    address(value, port_zero).map_err(|reason| invalid(key, reason))
+}
+
+fn address(value: &str, port_zero: bool) -> Result<(), String> {
     let Some((host, port)) = value.rsplit_once(':') else {
-        return Err(invalid(key, format!("{value:?} is not HOST:PORT")));
+        return Err(format!("{value:?} is not HOST:PORT"));
     };
     if host.is_empty() {
-        return Err(invalid(key, format!("{value:?} has no host")));
+        return Err(format!("{value:?} has no host"));
     }
     match port.parse::<u16>() {
-        Ok(0) if !port_zero => Err(invalid(key, format!("{value:?}: port 0 cannot be reached"))),
+        Ok(0) if !port_zero => Err(format!("{value:?}: port 0 cannot be reached")),
         Ok(_) => Ok(()),
-        Err(_) => Err(invalid(key, format!("{value:?}: port {port:?} is not a number from 0 to 65535"))),
+        Err(_) => Err(format!("{value:?}: port {port:?} is not a number from 0 to 65535")),
     }
 }
 
@@ -473,7 +480,7 @@ fn validate_shared(raw: &RawSettings) -> Result<Shared, ConfigError> {
     }
     for (id, addr) in &voters {
         check_node_id("nodes", *id)?;
-        host_port("nodes", addr, false).map_err(|e| invalid("nodes", format!("node {id}: {e}")))?;
+        address(addr, false).map_err(|reason| invalid("nodes", format!("node {id}: {reason}")))?;
     }
     let cluster_id = raw.cluster_id.clone().unwrap_or_else(|| DEV_CLUSTER_ID.to_string());
     TransportConfig::new(cluster_id.clone()).validate().map_err(|e| invalid("cluster_id", e.to_string()))?;
