@@ -12,7 +12,7 @@
 //! Adding a setting: a field in [`RawSettings`] or one of its sections (doc comment, `#[arg]`
 //! with flag and variable), a line in its `over`, its default and checks in the validation,
 //! a row in docs/config.md (a test checks that every flag and key is documented there) and the
-//! field in `tests::every_setting` below.
+//! field in `every_setting` in node_config/tests.rs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
