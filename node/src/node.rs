@@ -219,7 +219,7 @@ impl Node {
             coordinator: OnceLock::new(),
         });
         let _ = cell.set(Arc::downgrade(&node));
-        tokio::spawn(async move { transport.serve(listener).await });
+        crate::rt::spawn(async move { transport.serve(listener).await });
         crate::reconcile::spawn_duties(&node);
         Ok(node)
     }

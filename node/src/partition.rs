@@ -212,9 +212,9 @@ impl Replica {
         let raft = Raft::new(raft_id, config.raft.clone(), network, store, sm.clone())
             .await
             .map_err(|e| ReplicaError::Raft { group, reason: e.to_string() })?;
-        tokio::spawn(LogStore::run_flusher(log.clone()));
+        crate::rt::spawn(LogStore::run_flusher(log.clone()));
         let instance = observer.opened(group, node_id);
-        tokio::spawn(observe(raft.clone(), group, node_id, raft_id, instance, observer));
+        crate::rt::spawn(observe(raft.clone(), group, node_id, raft_id, instance, observer));
         Ok(Arc::new(Replica {
             group,
             node_id,
@@ -413,7 +413,7 @@ impl Replica {
                 drop(sequencer);
                 let in_flight = self.in_flight.clone();
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                tokio::spawn(async move {
+                crate::rt::spawn(async move {
                     let answer = pending.await;
                     if let Err(e) = &answer {
                         mark_stale(e);

@@ -48,10 +48,10 @@ const CATCH_UP_WAIT_MS_MAX: u64 = 30_000;
 const PROPOSE_WAIT_MS: u64 = 10_000;
 
 pub(crate) fn spawn_duties(node: &Arc<Node>) {
-    tokio::spawn(register_loop(node.clone()));
-    tokio::spawn(reconcile_loop(node.clone()));
-    tokio::spawn(gossip_loop(node.clone()));
-    tokio::spawn(leader_duties_loop(node.clone()));
+    crate::rt::spawn(register_loop(node.clone()));
+    crate::rt::spawn(reconcile_loop(node.clone()));
+    crate::rt::spawn(gossip_loop(node.clone()));
+    crate::rt::spawn(leader_duties_loop(node.clone()));
 }
 
 fn ms(v: u64) -> Duration {
@@ -313,7 +313,7 @@ async fn gossip_loop(node: Arc<Node>) {
         for peer in peers {
             let (t, body) = (node.transport.clone(), body.clone());
             let timeout = ms(node.config.timing.gossip_ms * 2);
-            tokio::spawn(async move {
+            crate::rt::spawn(async move {
                 let _ = t.call(peer, client::NODE_GROUP, client::KIND_LEADERS, body, timeout).await;
             });
         }
@@ -382,7 +382,7 @@ async fn partition_leader_duties(node: &Arc<Node>) {
             let target_ids: Vec<u64> = target.iter().filter_map(|n| a.raft_id_of(*n)).collect();
             let start = lock(&node.driving).insert(r.group);
             if start {
-                tokio::spawn(drive_reassignment(node.clone(), r.clone(), a.epoch, target_ids));
+                crate::rt::spawn(drive_reassignment(node.clone(), r.clone(), a.epoch, target_ids));
             }
             continue;
         }

@@ -10,15 +10,38 @@
 //!
 //! [`blocking`] runs a synchronous storage call (an fsync) off the async workers on tokio, and
 //! inline under madsim, whose simulated disk never blocks.
+//!
+//! [`spawn`] starts every task of the node: on tokio the task runs in its spawner's tracing
+//! span, so each log line of a node carries its `node{id=N}` span (entered by the command line)
+//! however deep the task that wrote it — `keel dev` runs three nodes in one process. openraft's
+//! own tasks get the same through [`Runtime`]. Under madsim, madsim labels tasks by node itself.
+
+use std::future::Future;
 
 #[cfg(not(madsim))]
-pub type Runtime = openraft_rt_tokio::TokioRuntime;
+pub type Runtime = tokio_rt::TokioRuntime;
 
 #[cfg(madsim)]
 pub type Runtime = sim::MadsimRuntime;
 
 #[cfg(madsim)]
 pub use sim::drift;
+
+/// Spawns a task of this node (see the module doc); use it instead of `tokio::spawn`.
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    #[cfg(not(madsim))]
+    {
+        tokio::spawn(tracing::Instrument::in_current_span(future))
+    }
+    #[cfg(madsim)]
+    {
+        tokio::spawn(future)
+    }
+}
 
 /// Runs `f`, a synchronous call that may block on a disk, without stalling the async workers.
 pub async fn blocking<F, T>(f: F) -> std::io::Result<T>
@@ -33,6 +56,83 @@ where
     #[cfg(not(madsim))]
     {
         tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)
+    }
+}
+
+/// openraft's tokio runtime, whose tasks run in their spawner's tracing span.
+#[cfg(not(madsim))]
+mod tokio_rt {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use openraft_rt::AsyncRuntime;
+    use openraft_rt::OptionalSend;
+    use tracing::Instrument;
+
+    type Inner = openraft_rt_tokio::TokioRuntime;
+
+    #[derive(Debug)]
+    pub struct TokioRuntime(Inner);
+
+    impl AsyncRuntime for TokioRuntime {
+        type JoinError = <Inner as AsyncRuntime>::JoinError;
+        type JoinHandle<T: OptionalSend + 'static> = <Inner as AsyncRuntime>::JoinHandle<T>;
+        type Sleep = <Inner as AsyncRuntime>::Sleep;
+        type Instant = <Inner as AsyncRuntime>::Instant;
+        type TimeoutError = <Inner as AsyncRuntime>::TimeoutError;
+        type Timeout<R, T: Future<Output = R> + OptionalSend> = <Inner as AsyncRuntime>::Timeout<R, T>;
+        type ThreadLocalRng = <Inner as AsyncRuntime>::ThreadLocalRng;
+
+        fn spawn<T>(future: T) -> Self::JoinHandle<T::Output>
+        where
+            T: Future + OptionalSend + 'static,
+            T::Output: OptionalSend + 'static,
+        {
+            Inner::spawn(future.in_current_span())
+        }
+
+        fn sleep(duration: Duration) -> Self::Sleep {
+            Inner::sleep(duration)
+        }
+
+        fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
+            Inner::sleep_until(deadline)
+        }
+
+        fn timeout<R, F: Future<Output = R> + OptionalSend>(duration: Duration, future: F) -> Self::Timeout<R, F> {
+            Inner::timeout(duration, future)
+        }
+
+        fn timeout_at<R, F: Future<Output = R> + OptionalSend>(
+            deadline: Self::Instant,
+            future: F,
+        ) -> Self::Timeout<R, F> {
+            Inner::timeout_at(deadline, future)
+        }
+
+        fn is_panic(join_error: &Self::JoinError) -> bool {
+            Inner::is_panic(join_error)
+        }
+
+        fn thread_rng() -> Self::ThreadLocalRng {
+            Inner::thread_rng()
+        }
+
+        type Mpsc = <Inner as AsyncRuntime>::Mpsc;
+        type Watch = <Inner as AsyncRuntime>::Watch;
+        type Oneshot = <Inner as AsyncRuntime>::Oneshot;
+        type Mutex<T: OptionalSend + 'static> = <Inner as AsyncRuntime>::Mutex<T>;
+
+        fn new(threads: usize) -> Self {
+            TokioRuntime(Inner::new(threads))
+        }
+
+        fn block_on<F, T>(&mut self, future: F) -> T
+        where
+            F: Future<Output = T>,
+        {
+            self.0.block_on(future)
+        }
     }
 }
 

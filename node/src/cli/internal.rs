@@ -19,8 +19,21 @@ use keel_node::transport::ClientOnly;
 use keel_node::transport::Transport;
 use keel_node::transport::TransportConfig;
 
-use super::node_config::ClusterArgs;
+use super::node_config::DEV_CLUSTER_ID;
+use super::node_config::DEV_NODES;
+use super::node_config::Voters;
 use super::output::Output;
+
+/// Where the metadata group is, for the commands that speak Keel's internal protocol.
+#[derive(clap::Args, Clone)]
+pub struct ClusterArgs {
+    /// The metadata group's voters: `ID=HOST:PORT,...` (node-to-node addresses).
+    #[arg(long, global = true, env = "KEEL_NODES", default_value = DEV_NODES)]
+    pub nodes: String,
+    /// Cluster id; connections between different clusters are refused.
+    #[arg(long, global = true, env = "KEEL_CLUSTER_ID", default_value = DEV_CLUSTER_ID)]
+    pub cluster_id: String,
+}
 
 /// A client of the cluster over the internal protocol.
 struct Client {
@@ -32,7 +45,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Client {
     fn new(cluster: &ClusterArgs) -> anyhow::Result<Client> {
-        let peers = super::node_config::parse_nodes(&cluster.nodes)?;
+        let peers = cluster.nodes.parse::<Voters>().map_err(|e| anyhow::anyhow!("--nodes {}: {e}", cluster.nodes))?.0;
+        if peers.is_empty() {
+            bail!("--nodes names no node");
+        }
         // A client id far above node ids, from the process id so concurrent CLIs differ.
         let id = (1u64 << 40) + u64::from(std::process::id());
         let transport = Transport::new(id, TransportConfig::new(cluster.cluster_id.clone()), Arc::new(ClientOnly))?;

@@ -1,6 +1,8 @@
 //! The `keel` command line: the commands (clap), and what each runs.
 //!
-//! - [`node_config`]: `keel node` / `keel dev` settings, validated into the node's config.
+//! - [`node_config`]: `keel node` / `keel dev` settings (flags, `KEEL_*` variables, the file),
+//!   validated into one struct; [`config_file`]: the TOML file; [`start`]: starting nodes from
+//!   them.
 //! - [`kafka`]: the client commands' Kafka connection (`--bootstrap`), errors as messages.
 //! - [`topic`], [`produce`], [`consume`], [`cluster`], [`group`]: client commands over the Kafka protocol,
 //!   so they work against any Kafka broker too.
@@ -9,6 +11,7 @@
 //! - [`output`]: tables for people, `--json` for scripts, quiet on a closed pipe.
 
 pub mod cluster;
+pub mod config_file;
 pub mod consume;
 pub mod group;
 pub mod internal;
@@ -16,20 +19,19 @@ pub mod kafka;
 pub mod node_config;
 pub mod output;
 pub mod produce;
+pub mod start;
 pub mod topic;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use clap::Subcommand;
 
+use internal::ClusterArgs;
 use kafka::BootstrapArgs;
 use kafka::Kafka;
-use node_config::BrokerArgs;
-use node_config::ClusterArgs;
-use node_config::KafkaArgs;
-use node_config::RaftArgs;
+use node_config::DevFlags;
+use node_config::RawSettings;
 use output::Output;
 
 #[derive(Parser)]
@@ -77,41 +79,21 @@ pub enum ClusterCommand {
 pub enum Command {
     /// Runs a local 3-node cluster in this process (data under --data-dir; Ctrl-C stops it).
     Dev {
-        #[arg(long, default_value = "./keel-data")]
-        data_dir: PathBuf,
-        /// Kafka port of the first node; the others follow (9092, 9093, 9094).
-        #[arg(long, default_value_t = 9092)]
-        kafka_port: u16,
+        /// TOML file for the settings the nodes share (`nodes`, `cluster_id`, `[broker]`,
+        /// `[raft]`; docs/config.md); flags and KEEL_* variables override it.
+        #[arg(long, env = "KEEL_CONFIG")]
+        config: Option<PathBuf>,
         #[command(flatten)]
-        broker: BrokerArgs,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-        #[command(flatten)]
-        raft: RaftArgs,
+        flags: DevFlags,
     },
-    /// Runs one node of a cluster.
+    /// Runs one node of a cluster (every setting: docs/config.md).
     Node {
-        /// This node's id.
-        #[arg(long, env = "KEEL_NODE_ID")]
-        id: u64,
-        #[arg(long, env = "KEEL_DATA_DIR")]
-        data_dir: PathBuf,
-        /// This node's node-to-node address as other nodes reach it (default: its address in
-        /// --nodes; required for a node that is not a metadata voter).
-        #[arg(long, env = "KEEL_ADDR")]
-        addr: Option<String>,
-        /// Address to listen on (default: --addr).
-        #[arg(long, env = "KEEL_LISTEN")]
-        listen: Option<String>,
-        /// Failure domain; replicas spread over racks.
-        #[arg(long, env = "KEEL_RACK")]
-        rack: Option<String>,
+        /// TOML file with this node's settings (docs/config.md, docs/keel.example.toml); flags
+        /// and KEEL_* variables override it.
+        #[arg(long, env = "KEEL_CONFIG")]
+        config: Option<PathBuf>,
         #[command(flatten)]
-        kafka: KafkaArgs,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-        #[command(flatten)]
-        raft: RaftArgs,
+        settings: RawSettings,
     },
     /// Topic administration (Kafka admin requests).
     Topic {
@@ -150,25 +132,8 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev { data_dir, kafka_port, broker, cluster, raft } => {
-            node_config::run_dev(data_dir, kafka_port, broker, cluster, raft).await
-        }
-        Command::Node { id, data_dir, addr, listen, rack, kafka, cluster, raft } => {
-            let config = node_config::node_config(
-                id,
-                data_dir,
-                addr,
-                rack,
-                (&kafka.kafka_listen, kafka.kafka_advertised.as_deref()),
-                kafka.broker.default_replication_factor,
-                &cluster,
-                raft,
-            )?;
-            let node = node_config::start_node(config, listen, &kafka.kafka_listen, kafka.broker.config()?).await?;
-            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-            node.shutdown().await;
-            Ok(())
-        }
+        Command::Dev { config, flags } => start::run_dev(config.as_deref(), &flags).await,
+        Command::Node { config, settings } => start::run_node(config.as_deref(), settings).await,
         Command::Topic { bootstrap, command } => {
             let mut out = Output::new(bootstrap.json);
             topic::run(&mut Kafka::new(&bootstrap)?, &mut out, command).await

@@ -149,7 +149,7 @@ impl Coordinator {
             })
             .clone();
         if started {
-            tokio::spawn(Coordinator::run(Arc::downgrade(node), c.clone()));
+            crate::rt::spawn(Coordinator::run(Arc::downgrade(node), c.clone()));
         }
         c
     }
@@ -310,7 +310,7 @@ impl Coordinator {
             // The state of an earlier term is gone: so are the answers it owed.
             self.drop_waiters(partition);
         }
-        tokio::spawn(load::load(replica.clone(), slot.clone(), self.config.group.clone()));
+        crate::rt::spawn(load::load(replica.clone(), slot.clone(), self.config.group.clone()));
         slot
     }
 

@@ -128,7 +128,7 @@ impl Drop for Turn {
                 }
             }
             Some(after) => {
-                tokio::spawn(async move {
+                crate::rt::spawn(async move {
                     let _ = after.await;
                     if let Some(next) = next {
                         let _ = next.send(());
@@ -180,7 +180,7 @@ pub async fn serve(node: Arc<Node>, listener: tokio::net::TcpListener, config: K
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         let config = config.clone();
-        tokio::spawn(async move {
+        crate::rt::spawn(async move {
             if let Err(e) = serve_connection(node, stream, config).await {
                 tracing::info!(%peer, error = %e, "kafka connection closed");
             }
@@ -195,7 +195,7 @@ where
 {
     let (reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::task::JoinHandle<Answer>>(config.in_flight_max.max(1));
-    let mut write_side = tokio::spawn(async move {
+    let mut write_side = crate::rt::spawn(async move {
         while let Some(handle) = rx.recv().await {
             let answer = match handle.await {
                 Ok(a) => a,
@@ -247,7 +247,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         let config = config.clone();
         let (next, after_this) = tokio::sync::oneshot::channel();
         let turn = Turn { after: previous.replace(after_this), next: Some(next) };
-        let handle = tokio::spawn(async move { handle(&node, &config, request, turn).await });
+        let handle = crate::rt::spawn(async move { handle(&node, &config, request, turn).await });
         if tx.send(handle).await.is_err() {
             return Ok(());
         }

@@ -85,7 +85,7 @@ impl MetaGroup {
         let raft = MetaRaft::new(node_id, raft_config, network, store, sm.clone())
             .await
             .map_err(|e| ReplicaError::Raft { group, reason: e.to_string() })?;
-        tokio::spawn(LogStore::run_flusher(log.clone()));
+        crate::rt::spawn(LogStore::run_flusher(log.clone()));
         Ok(Arc::new(MetaGroup { node_id, raft, sm, log }))
     }
 

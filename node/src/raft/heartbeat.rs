@@ -224,10 +224,10 @@ impl Batcher {
         };
         match (full, new_batch) {
             (Some(items), _) => {
-                tokio::spawn(self.clone().flush(transport.clone(), target, items));
+                crate::rt::spawn(self.clone().flush(transport.clone(), target, items));
             }
             (None, Some(id)) => {
-                tokio::spawn(self.clone().flush_after_window(transport.clone(), target, id));
+                crate::rt::spawn(self.clone().flush_after_window(transport.clone(), target, id));
             }
             (None, None) => {}
         }

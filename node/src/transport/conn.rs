@@ -247,7 +247,7 @@ async fn read_loop(inner: &Arc<Inner>, conn: &Arc<Conn>, mut reader: FrameReader
                     continue;
                 }
                 let (inner, conn) = (inner.clone(), conn.clone());
-                tokio::spawn(async move {
+                crate::rt::spawn(async move {
                     serve_request(&inner, &conn, frame).await;
                     drop(permit);
                 });

@@ -237,7 +237,7 @@ impl Transport {
             };
             match accepted {
                 Ok((stream, addr)) => {
-                    tokio::spawn(inner.clone().accept(stream, addr.to_string()));
+                    crate::rt::spawn(inner.clone().accept(stream, addr.to_string()));
                 }
                 Err(e) => {
                     tracing::warn!(self_id = inner.self_id, error = %e, "accept failed");

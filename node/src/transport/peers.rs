@@ -113,7 +113,7 @@ impl Inner {
                     peer.dialing = Some(dial.clone());
                     // The dial runs in its own task so that it completes (and records its
                     // outcome) even if every caller waiting for it gives up.
-                    tokio::spawn(self.clone().dial_task(to, addr, tx));
+                    crate::rt::spawn(self.clone().dial_task(to, addr, tx));
                     dial
                 }
             };
@@ -221,7 +221,7 @@ impl Inner {
             decision.winner.try_ping();
         }
         if decision.start_new {
-            tokio::spawn(conn::run(self.clone(), decision.winner.clone(), io));
+            crate::rt::spawn(conn::run(self.clone(), decision.winner.clone(), io));
         }
         // A losing new connection's halves (in `io`) drop here, closing its socket.
         Some(decision.winner)

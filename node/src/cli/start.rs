@@ -1,0 +1,92 @@
+//! Starting nodes from their settings: `keel node` (one node) and `keel dev` (a node per voter
+//! in this process). The I/O side of `node_config`: reading the file, binding listeners, waiting
+//! for Ctrl-C.
+//!
+//! Every task of a node runs in a `node{id=N}` tracing span (entered here, carried into every
+//! task the node spawns by `keel_node::rt::spawn`), so each log line says which node wrote it
+//! — in `keel dev` the three nodes share one process and one log.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use keel_core::storage::fs::FsStorage;
+use keel_node::node::Node;
+use keel_node::partition::LogObserver;
+use tracing::Instrument;
+
+use super::config_file;
+use super::node_config::DevFlags;
+use super::node_config::NodeSettings;
+use super::node_config::RawSettings;
+use super::node_config::validate_dev;
+use super::node_config::validate_node;
+
+/// The file's settings, or none without `--config`.
+fn file_settings(config: Option<&Path>) -> anyhow::Result<RawSettings> {
+    Ok(match config {
+        Some(path) => config_file::read(path)?,
+        None => RawSettings::default(),
+    })
+}
+
+/// `keel node`: flags and environment over the file, checked, then the node until Ctrl-C.
+pub async fn run_node(config: Option<&Path>, flags: RawSettings) -> anyhow::Result<()> {
+    let settings = validate_node(flags.over(file_settings(config)?))?;
+    let node = start_node(&settings).await?;
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    node.shutdown().instrument(node_span(settings.id)).await;
+    Ok(())
+}
+
+/// `keel dev`: the nodes of `nodes` in this process, Kafka ports from `--kafka-port` up.
+pub async fn run_dev(config: Option<&Path>, flags: &DevFlags) -> anyhow::Result<()> {
+    let nodes = validate_dev(flags.raw().over(file_settings(config)?), flags.data_dir.clone(), flags.kafka_port)?;
+    let mut running = Vec::new();
+    for settings in &nodes {
+        running.push((settings.id, start_node(settings).await?));
+    }
+    let kafka: Vec<&str> = nodes.iter().map(|n| n.kafka_advertised.as_str()).collect();
+    println!("keel dev: Kafka clients connect to {}", kafka.join(","));
+    println!("keel dev: {} nodes up, data in {}; Ctrl-C stops", running.len(), flags.data_dir.display());
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    for (id, node) in running {
+        node.shutdown().instrument(node_span(id)).await;
+    }
+    println!("keel dev: stopped");
+    Ok(())
+}
+
+fn node_span(id: u64) -> tracing::Span {
+    tracing::info_span!("node", id)
+}
+
+/// Binds the node's listeners and starts it and its Kafka listener, in the node's span.
+pub async fn start_node(settings: &NodeSettings) -> anyhow::Result<Arc<Node>> {
+    start(settings).instrument(node_span(settings.id)).await
+}
+
+async fn start(settings: &NodeSettings) -> anyhow::Result<Arc<Node>> {
+    let id = settings.id;
+    let mut config = settings.node_config();
+    let listen = &settings.listen;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("node {id} cannot listen on {listen}"))?;
+    let kafka_listen = &settings.kafka_listen;
+    let kafka_listener = tokio::net::TcpListener::bind(kafka_listen)
+        .await
+        .with_context(|| format!("node {id} cannot listen for Kafka clients on {kafka_listen}"))?;
+    // Port 0 picks a free port; advertise the one picked.
+    if let Some(host) = config.kafka_addr.strip_suffix(":0")
+        && let Ok(bound) = kafka_listener.local_addr()
+    {
+        config.kafka_addr = format!("{host}:{}", bound.port());
+    }
+    let advertised = config.kafka_addr.clone();
+    let node = Node::start(config, Arc::new(FsStorage), listener, Arc::new(LogObserver))
+        .await
+        .with_context(|| format!("node {id} failed to start"))?;
+    keel_node::rt::spawn(keel_node::kafka::serve(node.clone(), kafka_listener, settings.kafka.clone()));
+    tracing::info!(%listen, kafka = %kafka_listen, %advertised, "node started");
+    Ok(node)
+}
