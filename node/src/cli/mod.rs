@@ -82,6 +82,10 @@ pub enum Command {
         /// Kafka port of the first node; the others follow (9092, 9093, 9094).
         #[arg(long, default_value_t = 9092)]
         kafka_port: u16,
+        /// HTTP port (metrics, status page) of the first node; the others follow (9644, 9645,
+        /// 9646).
+        #[arg(long, default_value_t = 9644)]
+        http_port: u16,
         #[command(flatten)]
         broker: BrokerArgs,
         #[command(flatten)]
@@ -108,6 +112,10 @@ pub enum Command {
         rack: Option<String>,
         #[command(flatten)]
         kafka: KafkaArgs,
+        /// Where the HTTP listener binds: `/metrics` (Prometheus), `/` (status page),
+        /// `/status.json` (docs/observability.md).
+        #[arg(long, env = "KEEL_HTTP_LISTEN", default_value = "0.0.0.0:9644")]
+        http_listen: String,
         #[command(flatten)]
         cluster: ClusterArgs,
         #[command(flatten)]
@@ -150,10 +158,10 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev { data_dir, kafka_port, broker, cluster, raft } => {
-            node_config::run_dev(data_dir, kafka_port, broker, cluster, raft).await
+        Command::Dev { data_dir, kafka_port, http_port, broker, cluster, raft } => {
+            node_config::run_dev(data_dir, (kafka_port, http_port), broker, cluster, raft).await
         }
-        Command::Node { id, data_dir, addr, listen, rack, kafka, cluster, raft } => {
+        Command::Node { id, data_dir, addr, listen, rack, kafka, http_listen, cluster, raft } => {
             let config = node_config::node_config(
                 id,
                 data_dir,
@@ -164,7 +172,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &cluster,
                 raft,
             )?;
-            let node = node_config::start_node(config, listen, &kafka.kafka_listen, kafka.broker.config()?).await?;
+            let listeners = (kafka.kafka_listen.as_str(), http_listen.as_str());
+            let node = node_config::start_node(config, listen, listeners, kafka.broker.config()?).await?;
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             node.shutdown().await;
             Ok(())

@@ -188,10 +188,12 @@ pub fn node_config(
     })
 }
 
+/// Starts a node: node-to-node on `listen` (default: its address), Kafka and HTTP on
+/// `(kafka_listen, http_listen)`.
 pub async fn start_node(
     mut config: NodeConfig,
     listen: Option<String>,
-    kafka_listen: &str,
+    (kafka_listen, http_listen): (&str, &str),
     kafka: KafkaConfig,
 ) -> anyhow::Result<Arc<Node>> {
     let addr = listen.unwrap_or_else(|| config.addr.clone());
@@ -201,6 +203,9 @@ pub async fn start_node(
     let kafka_listener = tokio::net::TcpListener::bind(kafka_listen)
         .await
         .with_context(|| format!("node {} cannot listen for Kafka clients on {kafka_listen}", config.id))?;
+    let http_listener = tokio::net::TcpListener::bind(http_listen)
+        .await
+        .with_context(|| format!("node {} cannot listen for HTTP on {http_listen}", config.id))?;
     // Port 0 picks a free port; advertise the one picked.
     if let Some(host) = config.kafka_addr.strip_suffix(":0")
         && let Ok(bound) = kafka_listener.local_addr()
@@ -213,14 +218,16 @@ pub async fn start_node(
         .await
         .with_context(|| format!("node {id} failed to start"))?;
     tokio::spawn(keel_node::kafka::serve(node.clone(), kafka_listener, kafka));
-    tracing::info!(node = id, %addr, kafka = %kafka_listen, %advertised, "node started");
+    tokio::spawn(keel_node::http::serve(node.clone(), http_listener, Default::default()));
+    tracing::info!(node = id, %addr, kafka = %kafka_listen, %advertised, http = %http_listen, "node started");
     Ok(node)
 }
 
-/// `keel dev`: the nodes of --nodes in this process, Kafka ports from `kafka_port` up.
+/// `keel dev`: the nodes of --nodes in this process, Kafka and HTTP ports from `kafka_port`
+/// and `http_port` up.
 pub async fn run_dev(
     data_dir: PathBuf,
-    kafka_port: u16,
+    (kafka_port, http_port): (u16, u16),
     broker: BrokerArgs,
     cluster: ClusterArgs,
     raft: RaftArgs,
@@ -228,12 +235,18 @@ pub async fn run_dev(
     let peers = parse_nodes(&cluster.nodes)?;
     let mut nodes = Vec::new();
     let mut kafka_addrs = Vec::new();
+    let mut http_addrs = Vec::new();
     for (i, &id) in peers.keys().enumerate() {
         let port = u16::try_from(i)
             .ok()
             .and_then(|i| kafka_port.checked_add(i))
             .context("--kafka-port leaves no room for every node")?;
         let kafka_listen = format!("127.0.0.1:{port}");
+        let http_listen = u16::try_from(i)
+            .ok()
+            .and_then(|i| http_port.checked_add(i))
+            .map(|p| format!("127.0.0.1:{p}"))
+            .context("--http-port leaves no room for every node")?;
         let config = node_config(
             id,
             data_dir.join(format!("node-{id}")),
@@ -244,10 +257,12 @@ pub async fn run_dev(
             &cluster,
             raft,
         )?;
-        nodes.push(start_node(config, None, &kafka_listen, broker.config()?).await?);
+        nodes.push(start_node(config, None, (&kafka_listen, &http_listen), broker.config()?).await?);
         kafka_addrs.push(kafka_listen);
+        http_addrs.push(http_listen);
     }
     println!("keel dev: Kafka clients connect to {}", kafka_addrs.join(","));
+    println!("keel dev: metrics and status pages at http://{}/", http_addrs.join("/, http://"));
     println!("keel dev: {} nodes up ({}), data in {}; Ctrl-C stops", nodes.len(), cluster.nodes, data_dir.display());
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     for n in nodes {
