@@ -129,10 +129,25 @@ where
     let write = async {
         stream.write_all(&response.encode()).await?;
         stream.flush().await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        // Read what the client still sends (a body, the rest of a long head) before closing:
+        // closing with unread bytes resets the connection, and the client may lose the answer.
+        let mut drained = 0usize;
+        let mut chunk = [0u8; 1024];
+        while drained < DRAIN_BYTES_MAX {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+        Ok(())
     };
     tokio::time::timeout(timeout, write).await.unwrap_or(Ok(()))
 }
+
+/// At most this much of what a client sends after its head is read (and dropped) before the
+/// connection closes.
+const DRAIN_BYTES_MAX: usize = 64 * 1024;
 
 /// Reads until the end of the request head; `None` if it is longer than `max` bytes. A
 /// connection that ends first is an error.
