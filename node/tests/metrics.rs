@@ -2,7 +2,8 @@
 //! and fetched through Kafka, `GET /metrics` of every node parses as Prometheus text format 0.0.4
 //! (with the `prometheus-parse` crate) and its families carry sane values — request counts grew,
 //! every partition's term is at least 1, exactly one node claims each partition's leadership, the
-//! fsync histogram counted fsyncs, the leader's high watermark is what was acknowledged;
+//! fsync histogram counted fsyncs, the leader's high watermark is what was acknowledged, a
+//! group's lag is its coordinator's high watermark minus its committed offset;
 //! `/status.json` describes the same cluster; other paths, methods and garbage get 404, 405 and
 //! 400 without hurting the node (docs/observability.md).
 #![cfg(not(madsim))]
@@ -14,7 +15,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::CreateTopicsRequest;
+use kafka_protocol::messages::FindCoordinatorRequest;
+use kafka_protocol::messages::GroupId;
+use kafka_protocol::messages::OffsetCommitRequest;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition;
+use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic;
+use kafka_protocol::protocol::StrBytes;
 use keel_core::batch;
 use keel_core::log::LogConfig;
 use keel_core::storage::fs::FsStorage;
@@ -39,6 +46,9 @@ const PARTITIONS: i32 = 2;
 const BATCHES_PER_PARTITION: u64 = 5;
 const RECORDS_PER_BATCH: u64 = 3;
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// A group that commits offset [`GROUP_COMMITTED`] of partition 0 (a simple, memberless commit).
+const GROUP: &str = "metered-readers";
+const GROUP_COMMITTED: i64 = 5;
 
 fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -160,6 +170,33 @@ async fn create_topic(client: &mut KafkaClient) {
     panic!("topic {TOPIC} never created");
 }
 
+/// Commits [`GROUP_COMMITTED`] for partition 0 in [`GROUP`] at its coordinator.
+async fn commit_group_offset(client: &mut KafkaClient) {
+    for _ in 0..200 {
+        let find = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str(GROUP));
+        let coordinator = match client.request_any(3, &find, TIMEOUT).await {
+            Ok((_, r)) if r.error_code == 0 => format!("{}:{}", r.host, r.port),
+            _ => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default().with_name(topic_name(TOPIC)).with_partitions(vec![
+                OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(GROUP_COMMITTED),
+            ])]);
+        if let Ok(r) = client.request_to(&coordinator, 8, &commit, TIMEOUT).await
+            && r.topics.iter().flat_map(|t| &t.partitions).all(|p| p.error_code == 0)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the offset commit of {GROUP} never succeeded");
+}
+
 /// Produces every batch of `partition` to its leader (asking again after a leadership change).
 async fn produce_all(client: &mut KafkaClient, partition: i32) {
     let mut acknowledged = 0;
@@ -209,6 +246,7 @@ async fn metrics_parse_as_prometheus_text_and_track_the_cluster() {
     let leader0 = client.leader(TOPIC, 0, TIMEOUT).await.expect("metadata").expect("a leader");
     let fetched = client.fetch(&leader0.addr, TOPIC, 0, 0, -1, 1 << 20, 0, TIMEOUT).await.expect("fetch");
     assert_eq!(fetched.error_code, 0, "fetch: {fetched:?}");
+    commit_group_offset(&mut client).await;
 
     // Leadership may still move (preferred leaders): retry until one scrape round is settled.
     let total_records = (PARTITIONS as u64 * BATCHES_PER_PARTITION * RECORDS_PER_BATCH) as f64;
@@ -282,6 +320,19 @@ fn check_round(scrapes: &BTreeMap<u64, Scrape>, produce_before: f64, total_recor
         let last = value(s, "keel_partition_last_log_index", &labels).unwrap_or(-1.0);
         assert!(applied <= commit && commit <= last, "partition {p}: applied {applied} commit {commit} last {last}");
     }
+    // The group's lag is reported by its coordinator alone: its high watermark of partition 0
+    // minus the committed offset.
+    let lags: Vec<(u64, f64)> = scrapes
+        .iter()
+        .filter_map(|(id, s)| Some((*id, value(s, "keel_consumer_group_lag_records", &[("group", GROUP)])?)))
+        .collect();
+    let [(coordinator, lag)] = lags[..] else { return Err(format!("group lag reported by {lags:?}")) };
+    let hw0 =
+        value(&scrapes[&coordinator], "keel_partition_high_watermark_offset", &[("topic", TOPIC), ("partition", "0")]);
+    if Some(lag) != hw0.map(|hw| hw - GROUP_COMMITTED as f64) {
+        return Err(format!("group lag {lag} on node {coordinator}, its high watermark of partition 0 {hw0:?}"));
+    }
+    assert!(lag >= (BATCHES_PER_PARTITION * RECORDS_PER_BATCH) as f64 - GROUP_COMMITTED as f64, "group lag {lag}");
     for (id, s) in scrapes {
         let under = value(s, "keel_under_replicated_partitions", &[]).ok_or("no under-replicated gauge")?;
         if under != 0.0 {
