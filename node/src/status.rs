@@ -210,8 +210,7 @@ fn local_replica(r: &Replica, is_live: &impl Fn(NodeId) -> bool) -> LocalReplica
             });
         }
     }
-    let under_replicated = is_leader
-        && followers.iter().any(|f| !f.live || f.matched_index.is_none_or(|mi| commit_index.is_some_and(|c| mi < c)));
+    let under_replicated = is_leader && under_replicated(&followers, commit_index);
     LocalReplica {
         is_leader,
         term: m.current_term,
@@ -229,6 +228,19 @@ fn local_replica(r: &Replica, is_live: &impl Fn(NodeId) -> bool) -> LocalReplica
     }
 }
 
+/// Whether a leader with these `followers` (every other voter) and this commit index is
+/// under-replicated: some voter is not live, or does not hold every committed entry.
+fn under_replicated(followers: &[FollowerRow], commit_index: Option<u64>) -> bool {
+    followers.iter().any(|f| {
+        let holds_committed = match (f.matched_index, commit_index) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(m), Some(c)) => m >= c,
+        };
+        !f.live || !holds_committed
+    })
+}
+
 /// How far `behind` is from `ahead`, in log entries (an absent index is before index 0).
 fn behind(ahead: Option<u64>, behind: Option<u64>) -> u64 {
     match (ahead, behind) {
@@ -240,7 +252,25 @@ fn behind(ahead: Option<u64>, behind: Option<u64>) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::FollowerRow;
     use super::behind;
+    use super::under_replicated;
+
+    fn follower(matched_index: Option<u64>, live: bool) -> FollowerRow {
+        FollowerRow { node: 2, matched_index, lag_entries: 0, live }
+    }
+
+    /// Under-replicated means a voter is down or misses committed entries — not that it is still
+    /// receiving entries above the commit index (that is every follower under load).
+    #[test]
+    fn under_replicated_is_a_dead_voter_or_one_missing_committed_entries() {
+        assert!(!under_replicated(&[], Some(5)), "a single-voter group");
+        assert!(!under_replicated(&[follower(Some(5), true), follower(Some(7), true)], Some(5)));
+        assert!(under_replicated(&[follower(Some(5), true), follower(Some(4), true)], Some(5)));
+        assert!(under_replicated(&[follower(Some(9), false)], Some(5)), "caught up but not live");
+        assert!(under_replicated(&[follower(None, true)], Some(0)), "holds nothing of a committed log");
+        assert!(!under_replicated(&[follower(None, true)], None), "nothing committed yet");
+    }
 
     /// The lag gauges never underflow and count an empty follower as missing every entry.
     #[test]

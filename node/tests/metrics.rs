@@ -4,6 +4,7 @@
 //! every partition's term is at least 1, exactly one node claims each partition's leadership, the
 //! fsync histogram counted fsyncs, the leader's high watermark is what was acknowledged, a
 //! group's lag is its coordinator's high watermark minus its committed offset;
+//! once a node stops, the partitions it replicated count as under-replicated on their leaders;
 //! `/status.json` describes the same cluster; other paths, methods and garbage get 404, 405 and
 //! 400 without hurting the node (docs/observability.md).
 #![cfg(not(madsim))]
@@ -74,7 +75,7 @@ fn config(id: u64, data: &Path, peers: &BTreeMap<u64, String>, kafka: &BTreeMap<
 }
 
 struct Cluster {
-    _nodes: Vec<Arc<Node>>,
+    nodes: Vec<Arc<Node>>,
     kafka: Vec<String>,
     /// Node id → HTTP address.
     http: BTreeMap<u64, String>,
@@ -100,7 +101,7 @@ async fn start_cluster() -> Cluster {
         tokio::spawn(keel_node::http::serve(node.clone(), http_listener, Default::default()));
         nodes.push(node);
     }
-    Cluster { _nodes: nodes, kafka: kafka.into_values().collect(), http, _data: data }
+    Cluster { nodes, kafka: kafka.into_values().collect(), http, _data: data }
 }
 
 /// One raw HTTP exchange: (status code, headers, body).
@@ -259,6 +260,7 @@ async fn metrics_parse_as_prometheus_text_and_track_the_cluster() {
         match check_round(&scrapes, produce_before, total_records) {
             Ok(()) => {
                 check_status_json_and_errors(&c).await;
+                check_under_replicated_after_a_node_stops(&c).await;
                 return;
             }
             Err(problem) => last_problem = problem,
@@ -375,4 +377,33 @@ async fn check_status_json_and_errors(c: &Cluster) {
     half.write_all(b"GET /metr").await.expect("write");
     drop(half);
     assert_eq!(get(addr, "/metrics").await.0, 200, "the listener still serves");
+}
+
+/// With node 3 stopped, every partition of the topic (replicated on all three nodes) is
+/// under-replicated, counted once, by its leader among the two left; each sees 2 nodes live.
+async fn check_under_replicated_after_a_node_stops(c: &Cluster) {
+    c.nodes[2].shutdown().await;
+    let mut last = String::new();
+    for _ in 0..100 {
+        let mut under = 0.0;
+        let mut live = Vec::new();
+        let mut led = 0.0;
+        for id in [1, 2] {
+            let s = scrape(&c.http[&id]).await;
+            under += value(&s, "keel_under_replicated_partitions", &[]).unwrap_or(0.0);
+            live.push(value(&s, "keel_nodes_live", &[]).unwrap_or(0.0));
+            for p in 0..PARTITIONS {
+                let partition = p.to_string();
+                led += value(&s, "keel_partition_leader", &[("topic", TOPIC), ("partition", partition.as_str())])
+                    .unwrap_or(0.0);
+            }
+        }
+        // Every hosted partition has node 3 as a voter: all of those led by nodes 1 and 2 count.
+        if live == [2.0, 2.0] && led == PARTITIONS as f64 && under >= PARTITIONS as f64 {
+            return;
+        }
+        last = format!("live {live:?}, topic partitions led by nodes 1 and 2: {led}, under-replicated: {under}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("node 3 stopped, but: {last}");
 }
