@@ -10,7 +10,8 @@
 //! the handlers' answers are written back in request order (Kafka clients pipeline and match
 //! by order as well as correlation id). At most [`KafkaConfig::in_flight_max`] requests of a
 //! connection are being served at once; the reader waits for room. A malformed frame closes
-//! that connection with a log line; answers already owed are written first.
+//! that connection with a log line; answers already owed are written first. Every handled
+//! request is counted in the node's metrics by API: frame bytes in and out, time to answer.
 
 mod admin;
 mod codes;
