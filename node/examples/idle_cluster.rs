@@ -85,7 +85,7 @@ impl Cluster {
             let child = Command::new(keel)
                 .args(["node", "--id", &id.to_string(), "--data-dir"])
                 .arg(dir.path().join(format!("node-{id}")))
-                .args(["--kafka-listen", "127.0.0.1:0"])
+                .args(["--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
                 .args(["--nodes", &nodes, "--cluster-id", "idle-cluster"])
                 .args(["--raft-heartbeat-ms", &heartbeat_ms.to_string()])
                 .args(["--raft-election-timeout-min-ms", &(heartbeat_ms * 3).to_string()])

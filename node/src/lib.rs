@@ -21,6 +21,10 @@
 //!   leads, loaded from and persisted to the `__consumer_offsets` topic.
 //! - [`reconcile`]: what a node does over time — register, reconcile replicas with the
 //!   metadata, drive reassignments, hand leadership to preferred leaders, gossip leaders.
+//! - [`status`]: a snapshot of what a node knows (nodes, partitions, lag, groups), taken per
+//!   request; [`metrics`]: the node's Prometheus counters and histograms, and the exposition
+//!   with the snapshot's gauges; [`http`]: the HTTP port serving `/metrics`, `/status.json`
+//!   and the status page.
 //!
 //! The binary (`src/main.rs`) is the `keel` command line.
 
@@ -28,15 +32,18 @@ pub mod alloc;
 pub mod client;
 pub mod clock;
 pub mod group;
+pub mod http;
 pub mod kafka;
 pub mod kafka_client;
 pub mod leaders;
 pub mod meta;
+pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod raft;
 pub mod reconcile;
 pub mod rt;
+pub mod status;
 pub mod transport;
 
 /// The planted bug this build carries, if any (see the `canary-*` cargo features).

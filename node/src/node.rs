@@ -107,6 +107,8 @@ pub enum NodeError {
     Transport(#[from] crate::transport::ConfigError),
     #[error("invalid node configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// Why a routed metadata proposal has no answer.
@@ -142,6 +144,8 @@ pub struct Node {
     pub(crate) stopped: AtomicBool,
     /// The group coordinator, started by the Kafka listener on first use.
     pub(crate) coordinator: OnceLock<Arc<crate::group::Coordinator>>,
+    /// Counters and histograms of what this node serves (`/metrics`).
+    pub(crate) metrics: crate::metrics::NodeMetrics,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -177,6 +181,7 @@ impl Node {
         if config.voters.is_empty() {
             return Err(NodeError::NoVoters);
         }
+        let metrics = crate::metrics::NodeMetrics::new()?;
         let cell = Arc::new(OnceLock::new());
         let transport = Transport::new(config.id, config.transport.clone(), Arc::new(Dispatch { node: cell.clone() }))?;
         // Every node serves heartbeat batches (see `handle`), so every node may send them.
@@ -217,6 +222,7 @@ impl Node {
             producer_ids: tokio::sync::Mutex::new(Default::default()),
             stopped: AtomicBool::new(false),
             coordinator: OnceLock::new(),
+            metrics,
         });
         let _ = cell.set(Arc::downgrade(&node));
         crate::rt::spawn(async move { transport.serve(listener).await });
@@ -243,6 +249,11 @@ impl Node {
 
     pub fn leaders(&self) -> &LeaderTable {
         &self.leaders
+    }
+
+    /// This node's counters and histograms.
+    pub fn metrics(&self) -> &crate::metrics::NodeMetrics {
+        &self.metrics
     }
 
     /// The group coordinator, once the Kafka listener started it.

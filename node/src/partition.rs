@@ -233,6 +233,11 @@ impl Replica {
         &self.raft
     }
 
+    /// Records the duration of each group-commit fsync of this replica's log in `histogram`.
+    pub fn record_fsyncs_in(&self, histogram: prometheus::Histogram) {
+        self.log.record_fsyncs_in(histogram);
+    }
+
     /// Whether this replica leads its group right now (as far as it knows).
     pub fn is_leader(&self) -> bool {
         let rx = self.raft.metrics();

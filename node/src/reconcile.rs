@@ -231,6 +231,7 @@ impl Node {
         )
         .await
         .map_err(|e| e.to_string())?;
+        replica.record_fsyncs_in(self.metrics.fsync_seconds());
         if a.epoch == 0 {
             // Never reassigned: every replica bootstraps with the same voters (identical first
             // entries), and a replica with state leaves it alone. A reassigned partition's new

@@ -239,6 +239,7 @@ fn client_commands_against_keel_dev() {
     let dir = tempfile::tempdir().unwrap();
     let shell = Shell { dir: dir.path().to_path_buf(), n: AtomicUsize::new(0) };
     let kafka_port = free_port_triple();
+    let http_port = free_port_triple();
     let nodes = (1..=3).map(|id| format!("{id}={}", format_args!("127.0.0.1:{}", free_port()))).collect::<Vec<_>>();
     let b = format!("127.0.0.1:{kafka_port}");
     // Shared settings from a file; flags override it (the file's 4 partitions become 2).
@@ -254,6 +255,8 @@ fn client_commands_against_keel_dev() {
         dir.path().join("keel-data").display().to_string(),
         "--kafka-port".into(),
         kafka_port.to_string(),
+        "--http-port".into(),
+        http_port.to_string(),
         "--nodes".into(),
         nodes.join(","),
         "--cluster-id".into(),

@@ -341,6 +341,7 @@ impl Cluster {
             .args(["node", "--id", &id.to_string(), "--data-dir"])
             .arg(self.dir.path().join(format!("node-{id}")))
             .args(["--nodes", &nodes, "--cluster-id", CLUSTER, "--kafka-listen", &self.kafka[&id]])
+            .args(["--http-listen", "127.0.0.1:0"])
             .env("RUST_LOG", std::env::var("KEEL_TEST_RUST_LOG").unwrap_or_else(|_| "warn".to_string()))
             .stdout(Stdio::null())
             .stderr(log)

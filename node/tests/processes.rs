@@ -51,7 +51,7 @@ impl Cluster {
         let child = Process::new(env!("CARGO_BIN_EXE_keel"))
             .args(["node", "--id", &id.to_string(), "--data-dir"])
             .arg(&data)
-            .args(["--kafka-listen", "127.0.0.1:0"])
+            .args(["--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(["--nodes", &self.nodes_flag(), "--cluster-id", CLUSTER])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -90,8 +90,8 @@ mod tests {
             e.starts_with("config file keel.toml, line 2, key `bogus`: unknown key; expected one of id, data_dir"),
             "{e}"
         );
-        let e = refused("[http]\nlisten = \"0.0.0.0:9644\"\n");
-        assert!(e.contains("line 1, key `http`: unknown key"), "{e}");
+        let e = refused("[http]\nport = 9644\n");
+        assert!(e.contains("line 2, key `http.port`: unknown key"), "{e}");
         // Kafka's dotted name unquoted is a nested table in TOML, and not a key Keel knows.
         let e = refused("[broker]\nauto.create.topics.enable = true\n");
         assert!(e.contains("line 2, key `broker.auto.create.topics.enable`: unknown key"), "{e}");

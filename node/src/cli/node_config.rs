@@ -38,6 +38,8 @@ pub const DEV_DATA_DIR: &str = "./keel-data";
 /// `--kafka-port` of `keel dev`: the first node's Kafka port; the others follow.
 pub const DEV_KAFKA_PORT: u16 = 9092;
 pub const KAFKA_LISTEN_DEFAULT: &str = "0.0.0.0:9092";
+pub const DEV_HTTP_PORT: u16 = 9644;
+pub const HTTP_LISTEN_DEFAULT: &str = "0.0.0.0:9644";
 /// Raft timing of every partition and the metadata group. The defaults suit up to a thousand
 /// partitions per node (docs/benchmarks.md): each Raft group ticks every
 /// `heartbeat_ms * 13 / 64`, so the heartbeat sets the idle cost; a failed leader is replaced
@@ -142,6 +144,9 @@ pub struct RawSettings {
     pub kafka: KafkaSettings,
     #[command(flatten)]
     #[serde(default)]
+    pub http: HttpSettings,
+    #[command(flatten)]
+    #[serde(default)]
     pub broker: BrokerSettings,
     #[command(flatten)]
     #[serde(default)]
@@ -158,6 +163,10 @@ pub struct DevFlags {
     /// Kafka port of the first node; the others follow (9092, 9093, 9094).
     #[arg(long, default_value_t = DEV_KAFKA_PORT)]
     pub kafka_port: u16,
+    /// HTTP port (metrics, status page) of the first node; the others follow (9644, 9645,
+    /// 9646).
+    #[arg(long, default_value_t = DEV_HTTP_PORT)]
+    pub http_port: u16,
     /// The nodes to run, `ID=HOST:PORT,...` (node-to-node addresses) (`nodes`; default:
     /// 1=127.0.0.1:19201,2=127.0.0.1:19202,3=127.0.0.1:19203).
     #[arg(long, env = "KEEL_NODES", value_parser = Voters::from_str)]
@@ -195,6 +204,22 @@ pub struct KafkaSettings {
     /// --kafka-listen, with an unspecified host replaced by the host of --addr).
     #[arg(long = "kafka-advertised", id = "kafka_advertised", env = "KEEL_KAFKA_ADVERTISED", value_name = "HOST:PORT")]
     pub advertised: Option<String>,
+}
+
+/// `[http]`: the HTTP listener (`/metrics`, the status page, `/status.json`;
+/// docs/observability.md).
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Where the HTTP listener binds (`http.listen`; default: 0.0.0.0:9644).
+    #[arg(long = "http-listen", id = "http_listen", env = "KEEL_HTTP_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+}
+
+impl HttpSettings {
+    pub fn over(self, lower: HttpSettings) -> HttpSettings {
+        HttpSettings { listen: self.listen.or(lower.listen) }
+    }
 }
 
 /// `[broker]`: the broker settings Kafka clients see, Kafka's names in snake_case
@@ -283,6 +308,7 @@ impl RawSettings {
             nodes: self.nodes.or(lower.nodes),
             cluster_id: self.cluster_id.or(lower.cluster_id),
             kafka: self.kafka.over(lower.kafka),
+            http: self.http.over(lower.http),
             broker: self.broker.over(lower.broker),
             raft: self.raft.over(lower.raft),
         }
@@ -298,6 +324,7 @@ impl RawSettings {
             ("rack", self.rack.is_some()),
             ("kafka.listen", self.kafka.listen.is_some()),
             ("kafka.advertised", self.kafka.advertised.is_some()),
+            ("http.listen", self.http.listen.is_some()),
         ];
         set.into_iter().filter(|(_, s)| *s).map(|(k, _)| k).collect()
     }
@@ -393,6 +420,8 @@ pub struct NodeSettings {
     pub kafka_listen: String,
     /// The Kafka address clients are told to use (a port 0 is replaced by the bound port).
     pub kafka_advertised: String,
+    /// Where the HTTP listener (metrics, status page) binds.
+    pub http_listen: String,
     pub kafka: KafkaConfig,
     pub raft: RaftTiming,
     /// The openraft configurations derived from `raft` (validated by openraft too).
@@ -609,7 +638,7 @@ pub fn validate_node(raw: RawSettings) -> Result<NodeSettings, ConfigError> {
         return Err(invalid("data_dir", "is empty"));
     }
     let shared = validate_shared(&raw)?;
-    let RawSettings { addr, listen, rack, kafka, .. } = raw;
+    let RawSettings { addr, listen, rack, kafka, http, .. } = raw;
     let addr = match (addr, shared.voters.get(&id)) {
         (Some(a), Some(v)) if a != *v => {
             return Err(invalid(
@@ -638,6 +667,8 @@ pub fn validate_node(raw: RawSettings) -> Result<NodeSettings, ConfigError> {
     if let Some(a) = &kafka.advertised {
         host_port("kafka.advertised", a, true)?;
     }
+    let http_listen = http.listen.unwrap_or_else(|| HTTP_LISTEN_DEFAULT.to_string());
+    host_port("http.listen", &http_listen, true)?;
     if rack.as_deref() == Some("") {
         return Err(invalid("rack", "is empty (leave it out for no rack)"));
     }
@@ -651,6 +682,7 @@ pub fn validate_node(raw: RawSettings) -> Result<NodeSettings, ConfigError> {
         voters: shared.voters,
         cluster_id: shared.cluster_id,
         kafka_listen,
+        http_listen,
         kafka: shared.kafka,
         raft: shared.raft,
         partition_raft: shared.partition_raft,
@@ -658,9 +690,13 @@ pub fn validate_node(raw: RawSettings) -> Result<NodeSettings, ConfigError> {
     })
 }
 
-/// `keel dev`: one node per voter, data in `data_dir/node-<id>`, Kafka on 127.0.0.1 from
-/// `kafka_port` up in voter order. `raw` may set only the shared settings.
-pub fn validate_dev(raw: RawSettings, data_dir: PathBuf, kafka_port: u16) -> Result<Vec<NodeSettings>, ConfigError> {
+/// `keel dev`: one node per voter, data in `data_dir/node-<id>`, Kafka and HTTP on 127.0.0.1
+/// from `kafka_port` and `http_port` up in voter order. `raw` may set only the shared settings.
+pub fn validate_dev(
+    raw: RawSettings,
+    data_dir: PathBuf,
+    (kafka_port, http_port): (u16, u16),
+) -> Result<Vec<NodeSettings>, ConfigError> {
     if let Some(key) = raw.node_only_keys().first() {
         return Err(invalid(key, "applies to one node (`keel node`); `keel dev` sets it for each of its nodes"));
     }
@@ -672,7 +708,12 @@ pub fn validate_dev(raw: RawSettings, data_dir: PathBuf, kafka_port: u16) -> Res
             .and_then(|i| kafka_port.checked_add(i))
             .ok_or_else(|| invalid("nodes", format!("--kafka-port {kafka_port} leaves no port for node {id}")))?;
         let kafka_listen = format!("127.0.0.1:{port}");
+        let http = u16::try_from(i)
+            .ok()
+            .and_then(|i| http_port.checked_add(i))
+            .ok_or_else(|| invalid("nodes", format!("--http-port {http_port} leaves no port for node {id}")))?;
         out.push(NodeSettings {
+            http_listen: format!("127.0.0.1:{http}"),
             id: *id,
             data_dir: data_dir.join(format!("node-{id}")),
             addr: addr.clone(),

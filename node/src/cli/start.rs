@@ -39,15 +39,19 @@ pub async fn run_node(config: Option<&Path>, flags: RawSettings) -> anyhow::Resu
     Ok(())
 }
 
-/// `keel dev`: the nodes of `nodes` in this process, Kafka ports from `--kafka-port` up.
+/// `keel dev`: the nodes of `nodes` in this process, Kafka and HTTP ports from `--kafka-port`
+/// and `--http-port` up.
 pub async fn run_dev(config: Option<&Path>, flags: &DevFlags) -> anyhow::Result<()> {
-    let nodes = validate_dev(flags.raw().over(file_settings(config)?), flags.data_dir.clone(), flags.kafka_port)?;
+    let ports = (flags.kafka_port, flags.http_port);
+    let nodes = validate_dev(flags.raw().over(file_settings(config)?), flags.data_dir.clone(), ports)?;
     let mut running = Vec::new();
     for settings in &nodes {
         running.push((settings.id, start_node(settings).await?));
     }
     let kafka: Vec<&str> = nodes.iter().map(|n| n.kafka_advertised.as_str()).collect();
     println!("keel dev: Kafka clients connect to {}", kafka.join(","));
+    let http: Vec<String> = nodes.iter().map(|n| format!("http://{}/", n.http_listen)).collect();
+    println!("keel dev: metrics and status pages at {}", http.join(", "));
     println!("keel dev: {} nodes up, data in {}; Ctrl-C stops", running.len(), flags.data_dir.display());
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     for (id, node) in running {
@@ -61,7 +65,8 @@ fn node_span(id: u64) -> tracing::Span {
     tracing::info_span!("node", id)
 }
 
-/// Binds the node's listeners and starts it and its Kafka listener, in the node's span.
+/// Binds the node's listeners and starts it, its Kafka listener and its HTTP listener, in the
+/// node's span.
 pub async fn start_node(settings: &NodeSettings) -> anyhow::Result<Arc<Node>> {
     start(settings).instrument(node_span(settings.id)).await
 }
@@ -76,6 +81,10 @@ async fn start(settings: &NodeSettings) -> anyhow::Result<Arc<Node>> {
     let kafka_listener = tokio::net::TcpListener::bind(kafka_listen)
         .await
         .with_context(|| format!("node {id} cannot listen for Kafka clients on {kafka_listen}"))?;
+    let http_listen = &settings.http_listen;
+    let http_listener = tokio::net::TcpListener::bind(http_listen)
+        .await
+        .with_context(|| format!("node {id} cannot listen for HTTP on {http_listen}"))?;
     // Port 0 picks a free port; advertise the one picked.
     if let Some(host) = config.kafka_addr.strip_suffix(":0")
         && let Ok(bound) = kafka_listener.local_addr()
@@ -87,6 +96,7 @@ async fn start(settings: &NodeSettings) -> anyhow::Result<Arc<Node>> {
         .await
         .with_context(|| format!("node {id} failed to start"))?;
     keel_node::rt::spawn(keel_node::kafka::serve(node.clone(), kafka_listener, settings.kafka.clone()));
-    tracing::info!(%listen, kafka = %kafka_listen, %advertised, "node started");
+    keel_node::rt::spawn(keel_node::http::serve(node.clone(), http_listener, Default::default()));
+    tracing::info!(%listen, kafka = %kafka_listen, %advertised, http = %http_listen, "node started");
     Ok(node)
 }

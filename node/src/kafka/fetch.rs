@@ -104,7 +104,7 @@ pub(crate) async fn fetch(node: &Arc<Node>, req: &mut Request) -> Answer {
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(request.max_bytes).ok().filter(|m| *m > 0).unwrap_or(usize::MAX);
-    let partitions = loop {
+    let (partitions, bytes) = loop {
         // Register for wake-ups before reading, so an append in between is not missed.
         let notifies: Vec<Arc<tokio::sync::Notify>> =
             wanted.iter().filter_map(|w| w.replica.as_ref().ok()).map(|r| r.advanced().clone()).collect();
@@ -114,7 +114,7 @@ pub(crate) async fn fetch(node: &Arc<Node>, req: &mut Request) -> Answer {
         }
         let (partitions, bytes, errors) = read_all(node, &wanted, max_bytes, v);
         if bytes >= min_bytes || errors || waits.is_empty() || tokio::time::Instant::now() >= deadline {
-            break partitions;
+            break (partitions, bytes);
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let _ = tokio::time::timeout(left, select_all(waits)).await;
@@ -130,6 +130,7 @@ pub(crate) async fn fetch(node: &Arc<Node>, req: &mut Request) -> Answer {
     for (w, p) in wanted.iter().zip(partitions) {
         topics[w.topic].partitions.push(p);
     }
+    node.metrics().fetched(bytes);
     let body = FetchResponse::default().with_session_id(0).with_responses(topics);
     respond(req, &body)
 }

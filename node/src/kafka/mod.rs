@@ -10,7 +10,8 @@
 //! the handlers' answers are written back in request order (Kafka clients pipeline and match
 //! by order as well as correlation id). At most [`KafkaConfig::in_flight_max`] requests of a
 //! connection are being served at once; the reader waits for room. A malformed frame closes
-//! that connection with a log line; answers already owed are written first.
+//! that connection with a log line; answers already owed are written first. Every handled
+//! request is counted in the node's metrics by API: frame bytes in and out, time to answer.
 
 mod admin;
 mod codes;
@@ -242,15 +243,55 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
         let Some(frame) = read_frame(&mut reader, config.request_bytes_max).await? else {
             return Ok(());
         };
+        let request_bytes = frame.len() + 4;
         let request = decode_header(frame)?;
         let node = node.clone();
         let config = config.clone();
         let (next, after_this) = tokio::sync::oneshot::channel();
         let turn = Turn { after: previous.replace(after_this), next: Some(next) };
-        let handle = crate::rt::spawn(async move { handle(&node, &config, request, turn).await });
+        let handle = crate::rt::spawn(async move {
+            let (api, started) = (request.api, tokio::time::Instant::now());
+            let answer = handle(&node, &config, request, turn).await;
+            let response_bytes = answer.as_ref().map_or(0, |a| a.as_ref().map_or(0, |f| f.len()));
+            node.metrics().kafka_request(api_name(api), request_bytes, response_bytes, started.elapsed().as_secs_f64());
+            answer
+        });
         if tx.send(handle).await.is_err() {
             return Ok(());
         }
+    }
+}
+
+/// The `api` label of a Kafka API in the metrics: its name in Kafka's protocol docs.
+fn api_name(api: ApiKey) -> &'static str {
+    use ApiKey as K;
+    match api {
+        K::Produce => "Produce",
+        K::Fetch => "Fetch",
+        K::ListOffsets => "ListOffsets",
+        K::Metadata => "Metadata",
+        K::OffsetCommit => "OffsetCommit",
+        K::OffsetFetch => "OffsetFetch",
+        K::FindCoordinator => "FindCoordinator",
+        K::JoinGroup => "JoinGroup",
+        K::Heartbeat => "Heartbeat",
+        K::LeaveGroup => "LeaveGroup",
+        K::SyncGroup => "SyncGroup",
+        K::DescribeGroups => "DescribeGroups",
+        K::ListGroups => "ListGroups",
+        K::ApiVersions => "ApiVersions",
+        K::CreateTopics => "CreateTopics",
+        K::DeleteTopics => "DeleteTopics",
+        K::InitProducerId => "InitProducerId",
+        K::DescribeConfigs => "DescribeConfigs",
+        K::AlterConfigs => "AlterConfigs",
+        K::CreatePartitions => "CreatePartitions",
+        K::DeleteGroups => "DeleteGroups",
+        K::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        K::OffsetDelete => "OffsetDelete",
+        K::DescribeCluster => "DescribeCluster",
+        // Not served: answered by closing the connection (see `handle`).
+        _ => "other",
     }
 }
 

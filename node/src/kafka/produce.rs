@@ -135,8 +135,12 @@ pub(crate) async fn produce(node: &Arc<Node>, config: &KafkaConfig, req: &mut Re
     let answers = join_all(waits.into_iter().map(|(ti, index, submitted)| async move {
         let answer = match submitted {
             Submitted::Answer(a) => a,
-            Submitted::Pending { group, replica, pending } => {
-                finish(node, group, &replica, tokio::time::timeout(timeout, pending).await, timeout, v)
+            Submitted::Pending { group, replica, pending, bytes, records } => {
+                let answer = finish(node, group, &replica, tokio::time::timeout(timeout, pending).await, timeout, v);
+                if answer.error_code == 0 {
+                    node.metrics().produced(bytes, records);
+                }
+                answer
             }
         };
         (ti, answer.with_index(index))
@@ -162,7 +166,14 @@ type Work = (usize, i32, Option<Bytes>, Result<Target, ResponseError>);
 /// A partition's batch after submission: answered at once (refused), or proposed.
 enum Submitted {
     Answer(PartitionProduceResponse),
-    Pending { group: u64, replica: Arc<Replica>, pending: PendingAppend },
+    /// `bytes` and `records` of the batch count in the metrics once it is acknowledged.
+    Pending {
+        group: u64,
+        replica: Arc<Replica>,
+        pending: PendingAppend,
+        bytes: usize,
+        records: u64,
+    },
 }
 
 fn failure(code: ResponseError, message: String, v: i16) -> PartitionProduceResponse {
@@ -197,8 +208,9 @@ async fn submit(node: &Arc<Node>, target: &Target, records: Option<Bytes>, acks:
     if let Some(reason) = replica.failed() {
         return refuse(ResponseError::KafkaStorageError, format!("partition stopped: {reason}"));
     }
+    let (bytes, count) = (records.len(), u64::try_from(header.records_count).unwrap_or(0));
     match replica.propose(records, acks).await {
-        Ok(pending) => Submitted::Pending { group: target.group, replica, pending },
+        Ok(pending) => Submitted::Pending { group: target.group, replica, pending, bytes, records: count },
         Err(e) => Submitted::Answer(finish(node, target.group, &replica, Ok(Err(e)), Duration::ZERO, v)),
     }
 }

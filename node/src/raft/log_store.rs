@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use keel_core::log::EntryMeta;
@@ -71,6 +72,8 @@ pub struct LogShared {
     /// acks=1 producers waiting for their batch to be durable in this log (see
     /// [`LogShared::watch_local`]).
     local: Mutex<Vec<LocalWaiter>>,
+    /// Where the duration of each fsync is recorded (the node's metrics), once set.
+    fsync_seconds: OnceLock<prometheus::Histogram>,
 }
 
 /// One batch whose local durability someone awaits, named by the identity of its bytes.
@@ -145,6 +148,11 @@ impl LogShared {
         self.local().retain(|w| w.appended.is_none_or(|m| m.index < index));
     }
 
+    /// Records the duration of each fsync from now on in `histogram` (the first call wins).
+    pub fn record_fsyncs_in(&self, histogram: prometheus::Histogram) {
+        let _ = self.fsync_seconds.set(histogram);
+    }
+
     fn pending(&self) -> MutexGuard<'_, VecDeque<IOFlushed<TypeConfig>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -164,6 +172,7 @@ impl LogShared {
             (log.prepare_sync(), waiting)
         };
         if let Some(plan) = plan {
+            let started = tokio::time::Instant::now();
             let latency = self.storage.injected_latency(Op::Sync);
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
@@ -176,6 +185,9 @@ impl LogShared {
             })
             .await
             .and_then(|r| r);
+            if let Some(h) = self.fsync_seconds.get() {
+                h.observe(started.elapsed().as_secs_f64());
+            }
             let plan = match synced {
                 Ok(plan) => plan,
                 Err(e) => {
@@ -244,6 +256,7 @@ impl LogStore {
             wakeup: tokio::sync::Notify::new(),
             sync_lock: tokio::sync::Mutex::new(()),
             local: Mutex::new(Vec::new()),
+            fsync_seconds: OnceLock::new(),
         });
         Ok((LogStore { shared }, report))
     }

@@ -22,6 +22,7 @@ pub fn every_setting() -> RawSettings {
         nodes: Some("1=10.0.0.1:19201,2=10.0.0.2:19201,3=10.0.0.3:19201".parse().unwrap()),
         cluster_id: Some("prod".into()),
         kafka: KafkaSettings { listen: Some("0.0.0.0:9092".into()), advertised: Some("kafka-1:9092".into()) },
+        http: HttpSettings { listen: Some("0.0.0.0:9644".into()) },
         broker: BrokerSettings {
             auto_create_topics_enable: Some(false),
             num_partitions: Some(6),
@@ -174,7 +175,7 @@ fn addresses_and_node_ids_are_checked() {
 
 #[test]
 fn dev_runs_a_node_per_voter_on_consecutive_kafka_ports() {
-    let nodes = validate_dev(RawSettings::default(), "d".into(), 9092).unwrap();
+    let nodes = validate_dev(RawSettings::default(), "d".into(), (9092, 9644)).unwrap();
     let got: Vec<_> = nodes.iter().map(|n| (n.id, n.kafka_listen.as_str(), n.data_dir.clone())).collect();
     assert_eq!(
         got,
@@ -185,16 +186,16 @@ fn dev_runs_a_node_per_voter_on_consecutive_kafka_ports() {
         ]
     );
     assert!(
-        validate_dev(RawSettings::default(), "d".into(), 65535)
+        validate_dev(RawSettings::default(), "d".into(), (65535, 9644))
             .unwrap_err()
             .to_string()
             .contains("leaves no port for node 2")
     );
-    let e = validate_dev(RawSettings { id: Some(1), ..RawSettings::default() }, "d".into(), 9092).unwrap_err();
+    let e = validate_dev(RawSettings { id: Some(1), ..RawSettings::default() }, "d".into(), (9092, 9644)).unwrap_err();
     assert!(e.to_string().starts_with("id (--id) applies to one node"), "{e}");
     let shared =
         RawSettings { broker: BrokerSettings { num_partitions: Some(4), ..Default::default() }, ..Default::default() };
-    assert!(validate_dev(shared, "d".into(), 9092).unwrap().iter().all(|n| n.kafka.broker.num_partitions == 4));
+    assert!(validate_dev(shared, "d".into(), (9092, 9644)).unwrap().iter().all(|n| n.kafka.broker.num_partitions == 4));
 }
 
 #[test]
@@ -227,7 +228,7 @@ fn every_setting_is_documented_in_docs_config_md() {
     let table: toml::Table = toml::from_str(&toml::to_string(&every_setting()).unwrap()).unwrap();
     let mut all = Vec::new();
     keys(&table, "", &mut all);
-    assert_eq!(all.len(), 22, "{all:?}");
+    assert_eq!(all.len(), 23, "{all:?}");
     for key in &all {
         let row = format!("| `{key}` | `{}` | `{}` |", flag_of(key), env_of(key));
         assert!(doc.contains(&row), "docs/config.md has no row starting {row}");
