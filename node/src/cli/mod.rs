@@ -6,6 +6,7 @@
 //!   so they work against any Kafka broker too.
 //! - [`internal`]: `keel cluster reassign|decommission`, which only Keel has, over Keel's
 //!   internal protocol.
+//! - [`shutdown`]: `keel node` / `keel dev` stop gracefully on SIGTERM or SIGINT.
 //! - [`output`]: tables for people, `--json` for scripts, quiet on a closed pipe.
 
 pub mod cluster;
@@ -16,11 +17,11 @@ pub mod kafka;
 pub mod node_config;
 pub mod output;
 pub mod produce;
+pub mod shutdown;
 pub mod topic;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use clap::Subcommand;
 
@@ -31,6 +32,7 @@ use node_config::ClusterArgs;
 use node_config::KafkaArgs;
 use node_config::RaftArgs;
 use output::Output;
+use shutdown::ShutdownArgs;
 
 #[derive(Parser)]
 #[command(name = "keel", version, about = "Keel: a replicated message log whose guarantees are tested")]
@@ -75,7 +77,8 @@ pub enum ClusterCommand {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Runs a local 3-node cluster in this process (data under --data-dir; Ctrl-C stops it).
+    /// Runs a local 3-node cluster in this process (data under --data-dir; Ctrl-C stops it
+    /// gracefully, a second Ctrl-C at once).
     Dev {
         #[arg(long, default_value = "./keel-data")]
         data_dir: PathBuf,
@@ -88,8 +91,11 @@ pub enum Command {
         cluster: ClusterArgs,
         #[command(flatten)]
         raft: RaftArgs,
+        #[command(flatten)]
+        shutdown: ShutdownArgs,
     },
-    /// Runs one node of a cluster.
+    /// Runs one node of a cluster (SIGTERM or SIGINT stops it gracefully: it hands off the
+    /// leadership of every group it leads first; a second signal stops it at once).
     Node {
         /// This node's id.
         #[arg(long, env = "KEEL_NODE_ID")]
@@ -112,6 +118,8 @@ pub enum Command {
         cluster: ClusterArgs,
         #[command(flatten)]
         raft: RaftArgs,
+        #[command(flatten)]
+        shutdown: ShutdownArgs,
     },
     /// Topic administration (Kafka admin requests).
     Topic {
@@ -150,10 +158,11 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev { data_dir, kafka_port, broker, cluster, raft } => {
-            node_config::run_dev(data_dir, kafka_port, broker, cluster, raft).await
+        Command::Dev { data_dir, kafka_port, broker, cluster, raft, shutdown } => {
+            let nodes = node_config::run_dev(data_dir, kafka_port, broker, cluster, raft).await?;
+            shutdown::run_until_signalled(&nodes, shutdown).await
         }
-        Command::Node { id, data_dir, addr, listen, rack, kafka, cluster, raft } => {
+        Command::Node { id, data_dir, addr, listen, rack, kafka, cluster, raft, shutdown } => {
             let config = node_config::node_config(
                 id,
                 data_dir,
@@ -165,9 +174,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 raft,
             )?;
             let node = node_config::start_node(config, listen, &kafka.kafka_listen, kafka.broker.config()?).await?;
-            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-            node.shutdown().await;
-            Ok(())
+            shutdown::run_until_signalled(&[node], shutdown).await
         }
         Command::Topic { bootstrap, command } => {
             let mut out = Output::new(bootstrap.json);

@@ -217,14 +217,14 @@ pub async fn start_node(
     Ok(node)
 }
 
-/// `keel dev`: the nodes of --nodes in this process, Kafka ports from `kafka_port` up.
+/// `keel dev`: starts the nodes of --nodes in this process, Kafka ports from `kafka_port` up.
 pub async fn run_dev(
     data_dir: PathBuf,
     kafka_port: u16,
     broker: BrokerArgs,
     cluster: ClusterArgs,
     raft: RaftArgs,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Arc<Node>>> {
     let peers = parse_nodes(&cluster.nodes)?;
     let mut nodes = Vec::new();
     let mut kafka_addrs = Vec::new();
@@ -249,9 +249,5 @@ pub async fn run_dev(
     }
     println!("keel dev: Kafka clients connect to {}", kafka_addrs.join(","));
     println!("keel dev: {} nodes up ({}), data in {}; Ctrl-C stops", nodes.len(), cluster.nodes, data_dir.display());
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-    for n in nodes {
-        n.shutdown().await;
-    }
-    Ok(())
+    Ok(nodes)
 }
