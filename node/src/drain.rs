@@ -112,7 +112,9 @@ impl Node {
 
     /// A peer's drain notice arrived.
     pub(crate) fn note_peer_draining(&self, peer: NodeId) {
-        tracing::info!(node = self.id, peer, "peer is draining; no leadership goes to it");
+        if !self.peer_draining(peer) {
+            tracing::info!(node = self.id, peer, "peer is draining; no leadership goes to it");
+        }
         lock(&self.peers_draining).insert(peer, tokio::time::Instant::now());
     }
 

@@ -450,7 +450,7 @@ async fn sigterm_hands_off_leadership() {
 
 #[test]
 fn rolling_restart_loses_nothing() {
-    const COUNT: usize = 100_000;
+    const COUNT: usize = 50_000;
     const RATE_PER_S: usize = 700;
     let _one = one_cluster_at_a_time();
     let rt = runtime();
