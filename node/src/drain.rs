@@ -15,9 +15,11 @@
 //!    successor waits until its log holds the leader's last entry, then wins an election that
 //!    the other voters grant despite the leader lease.
 //! 3. It waits, at most the drain timeout, until it leads no group, asking again for a group
-//!    still led after [`TRANSFER_RETRY_MS`] (the successor may have been slow, or gone). Groups
-//!    still led when the time is up are logged; the node then stops as an ungraceful one would
-//!    (nothing acknowledged is lost either way: acknowledged means committed on a quorum).
+//!    still led after [`TRANSFER_RETRY_MS`] (the successor may have been slow, or gone). It
+//!    stops waiting early when for a whole gossip interval no group it leads has any voter to go
+//!    to (every other voter down or draining, as for the last node `keel dev` stops). Groups
+//!    still led at the end are logged; the node then stops as an ungraceful one would (nothing
+//!    acknowledged is lost either way: acknowledged means committed on a quorum).
 //!
 //! Peers forget that a node drains [`DRAINING_FORGET_GOSSIPS`] gossip intervals after its last
 //! notice, so a restarted node is again a candidate for preferred leadership soon after.
@@ -82,6 +84,15 @@ pub struct DrainReport {
     pub still_leading: Vec<u64>,
 }
 
+impl DrainReport {
+    /// `asked`: the groups whose hand-off was asked for; `led`: the groups still led.
+    fn of(asked: &BTreeMap<u64, tokio::time::Instant>, led: &[Led]) -> DrainReport {
+        let still_leading: Vec<u64> = led.iter().map(|l| l.group).collect();
+        let handed_off = asked.keys().filter(|g| !still_leading.contains(g)).count();
+        DrainReport { handed_off, still_leading }
+    }
+}
+
 /// A group this node leads right now.
 struct Led {
     group: u64,
@@ -140,6 +151,7 @@ impl Node {
         // Group → when its transfer was last asked for.
         let mut asked: BTreeMap<u64, tokio::time::Instant> = BTreeMap::new();
         let mut warned_no_successor: BTreeSet<u64> = BTreeSet::new();
+        let mut stuck_since: Option<tokio::time::Instant> = None;
         loop {
             let led = self.led_groups();
             if led.is_empty() {
@@ -148,15 +160,21 @@ impl Node {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                let still: Vec<u64> = led.iter().map(|l| l.group).collect();
+                let report = DrainReport::of(&asked, &led);
                 tracing::warn!(
                     node = self.id,
-                    still_leading = ?still,
+                    still_leading = ?report.still_leading,
                     "drain timeout passed; stopping while still leading these groups (they elect new leaders after an election timeout)"
                 );
-                return DrainReport { handed_off: asked.len(), still_leading: still };
+                return report;
             }
+            // Whether no group led has a hand-off under way or possible (every other voter down
+            // or draining: the last node of `keel dev`).
+            let mut stuck = true;
             for l in &led {
+                if asked.contains_key(&l.group) {
+                    stuck = false;
+                }
                 if asked.get(&l.group).is_some_and(|at| now.duration_since(*at) < ms(TRANSFER_RETRY_MS)) {
                     continue;
                 }
@@ -180,6 +198,7 @@ impl Node {
                     }
                     continue;
                 };
+                stuck = false;
                 let again = asked.contains_key(&l.group);
                 tracing::info!(node = self.id, group = l.group, to = node_of(to), again, "handing off leadership");
                 asked.insert(l.group, now);
@@ -190,6 +209,14 @@ impl Node {
                 if let Err(e) = result {
                     tracing::warn!(node = self.id, group = l.group, me = l.me, error = %e, "cannot hand off leadership");
                 }
+            }
+            // A peer heard from again would end it, so give that one gossip interval.
+            if !stuck {
+                stuck_since = None;
+            } else if now.duration_since(*stuck_since.get_or_insert(now)) >= ms(self.config.timing.gossip_ms) {
+                let report = DrainReport::of(&asked, &led);
+                tracing::warn!(node = self.id, still_leading = ?report.still_leading, "no voter to hand these groups to; stopping");
+                return report;
             }
             tokio::time::sleep(ms(POLL_MS)).await;
         }
