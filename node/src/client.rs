@@ -24,6 +24,9 @@ pub const KIND_META_READ: u8 = 41;
 pub const KIND_META_READ_INDEX: u8 = 43;
 /// Body: a `LeaderReport`; answer: empty. Group: [`NODE_GROUP`].
 pub const KIND_LEADERS: u8 = 42;
+/// Body: empty; answer: empty. Group: [`NODE_GROUP`]. The sender drains before stopping: hand it
+/// no leadership (see `crate::drain`).
+pub const KIND_DRAINING: u8 = 44;
 
 /// The group id of node-level messages (no Raft group has it).
 pub use crate::raft::heartbeat::NODE_GROUP;

@@ -19,6 +19,7 @@
 //! - [`node`]: a node — transport, metadata group, replicas, request dispatch, routed proposals.
 //! - [`group`]: the group coordinator — consumer groups of the offsets partitions this node
 //!   leads, loaded from and persisted to the `__consumer_offsets` topic.
+//! - [`drain`]: graceful shutdown — hand off every group this node leads before it stops.
 //! - [`reconcile`]: what a node does over time — register, reconcile replicas with the
 //!   metadata, drive reassignments, hand leadership to preferred leaders, gossip leaders.
 //! - [`status`]: a snapshot of what a node knows (nodes, partitions, lag, groups), taken per
@@ -31,6 +32,7 @@
 pub mod alloc;
 pub mod client;
 pub mod clock;
+pub mod drain;
 pub mod group;
 pub mod http;
 pub mod kafka;

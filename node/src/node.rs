@@ -142,6 +142,10 @@ pub struct Node {
     /// The idempotent-producer ids this node hands out (InitProducerId).
     pub(crate) producer_ids: tokio::sync::Mutex<crate::kafka::ProducerIdBlock>,
     pub(crate) stopped: AtomicBool,
+    /// Set when a graceful stop begins (see [`crate::drain`]): no leadership may come here.
+    pub(crate) draining: AtomicBool,
+    /// Peer → when its last drain notice arrived (see [`crate::drain`]).
+    pub(crate) peers_draining: Mutex<BTreeMap<NodeId, tokio::time::Instant>>,
     /// The group coordinator, started by the Kafka listener on first use.
     pub(crate) coordinator: OnceLock<Arc<crate::group::Coordinator>>,
     /// Counters and histograms of what this node serves (`/metrics`).
@@ -221,6 +225,8 @@ impl Node {
             reconciling: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new(Default::default()),
             stopped: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            peers_draining: Mutex::new(BTreeMap::new()),
             coordinator: OnceLock::new(),
             metrics,
         });
@@ -404,8 +410,20 @@ impl Node {
                     }
                     Ok(Bytes::new())
                 }
+                client::KIND_DRAINING => {
+                    self.note_peer_draining(from);
+                    Ok(Bytes::new())
+                }
                 other => Err(format!("unknown node-level request kind {other}")),
             };
+        }
+        if kind == network::KIND_TRANSFER_LEADER
+            && self.is_draining()
+            && network::transfer_leader_target(&payload).is_ok_and(|to| node_of(to) == self.id)
+        {
+            // A draining node takes no leadership (see `crate::drain`). The leader that asked
+            // has given up its lease; the group's other voters elect one of themselves.
+            return Err(format!("node {} is draining and takes no leadership", self.id));
         }
         if group == METADATA_GROUP {
             return match kind {

@@ -16,6 +16,9 @@
 //!   consensus, then propose `CompleteReassignment` — only then may the old replicas delete
 //!   their copies); hand leadership to the preferred leader once it is live and caught up;
 //! - **gossip**: tell every peer which groups this node leads (see [`crate::leaders`]).
+//!
+//! A draining node (see [`crate::drain`]) skips its leader duties, and no node hands preferred
+//! leadership to a peer that said it drains.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -232,6 +235,9 @@ impl Node {
         .await
         .map_err(|e| e.to_string())?;
         replica.record_fsyncs_in(self.metrics.fsync_seconds());
+        if self.is_draining() {
+            replica.raft().runtime_config().elect(false);
+        }
         if a.epoch == 0 {
             // Never reassigned: every replica bootstraps with the same voters (identical first
             // entries), and a replica with state leaves it alone. A reassigned partition's new
@@ -324,6 +330,10 @@ async fn gossip_loop(node: Arc<Node>) {
 async fn leader_duties_loop(node: Arc<Node>) {
     while !node.is_stopped() {
         tokio::time::sleep(ms(node.config.timing.rebalance_ms)).await;
+        if node.is_draining() {
+            // The drain moves leadership away; duties would pull in other directions.
+            continue;
+        }
         if node.meta.is_leader() {
             metadata_leader_duties(&node).await;
         }
@@ -390,9 +400,12 @@ async fn partition_leader_duties(node: &Arc<Node>) {
         let Some(preferred) = a.replicas.first().copied().filter(|p| *p != node.id) else { continue };
         let Some(preferred_id) = a.raft_id_of(preferred) else { continue };
         let settled = now.duration_since(since) >= ms(node.config.timing.leader_settle_ms);
+        // A draining preferred leader is about to stop: leadership handed to it would have to
+        // move again at once (and it refuses it).
         let live = lock(&node.heard)
             .get(&preferred)
-            .is_some_and(|t| now.duration_since(*t) <= ms(node.config.timing.gossip_ms * 4));
+            .is_some_and(|t| now.duration_since(*t) <= ms(node.config.timing.gossip_ms * 4))
+            && !node.peer_draining(preferred);
         let membership = m.membership_config.membership();
         let is_voter = membership.get_joint_config().len() == 1 && membership.voter_ids().any(|v| v == preferred_id);
         let caught_up = m

@@ -19,6 +19,7 @@ pub mod kafka;
 pub mod node_config;
 pub mod output;
 pub mod produce;
+pub mod shutdown;
 pub mod start;
 pub mod topic;
 
@@ -33,6 +34,7 @@ use kafka::Kafka;
 use node_config::DevFlags;
 use node_config::RawSettings;
 use output::Output;
+use shutdown::ShutdownArgs;
 
 #[derive(Parser)]
 #[command(name = "keel", version, about = "Keel: a replicated message log whose guarantees are tested")]
@@ -77,7 +79,8 @@ pub enum ClusterCommand {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Runs a local 3-node cluster in this process (data under --data-dir; Ctrl-C stops it).
+    /// Runs a local 3-node cluster in this process (data under --data-dir; Ctrl-C stops it
+    /// gracefully, a second Ctrl-C at once).
     Dev {
         /// TOML file for the settings the nodes share (`nodes`, `cluster_id`, `[broker]`,
         /// `[raft]`; docs/config.md); flags and KEEL_* variables override it.
@@ -85,8 +88,12 @@ pub enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         flags: DevFlags,
+        #[command(flatten)]
+        shutdown: ShutdownArgs,
     },
-    /// Runs one node of a cluster (every setting: docs/config.md).
+    /// Runs one node of a cluster (every setting: docs/config.md). SIGTERM or SIGINT stops it
+    /// gracefully: it hands off the leadership of every group it leads first; a second signal
+    /// stops it at once.
     Node {
         /// TOML file with this node's settings (docs/config.md, docs/keel.example.toml); flags
         /// and KEEL_* variables override it.
@@ -94,6 +101,8 @@ pub enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         settings: RawSettings,
+        #[command(flatten)]
+        shutdown: ShutdownArgs,
     },
     /// Topic administration (Kafka admin requests).
     Topic {
@@ -132,8 +141,8 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev { config, flags } => start::run_dev(config.as_deref(), &flags).await,
-        Command::Node { config, settings } => start::run_node(config.as_deref(), settings).await,
+        Command::Dev { config, flags, shutdown } => start::run_dev(config.as_deref(), &flags, shutdown).await,
+        Command::Node { config, settings, shutdown } => start::run_node(config.as_deref(), settings, shutdown).await,
         Command::Topic { bootstrap, command } => {
             let mut out = Output::new(bootstrap.json);
             topic::run(&mut Kafka::new(&bootstrap)?, &mut out, command).await

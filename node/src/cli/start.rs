@@ -1,6 +1,6 @@
 //! Starting nodes from their settings: `keel node` (one node) and `keel dev` (a node per voter
 //! in this process). The I/O side of `node_config`: reading the file, binding listeners, waiting
-//! for Ctrl-C.
+//! for a stop signal (then stopping gracefully: `super::shutdown`).
 //!
 //! Every task of a node runs in a `node{id=N}` tracing span (entered here, carried into every
 //! task the node spawns by `keel_node::rt::spawn`), so each log line says which node wrote it
@@ -21,6 +21,8 @@ use super::node_config::NodeSettings;
 use super::node_config::RawSettings;
 use super::node_config::validate_dev;
 use super::node_config::validate_node;
+use super::shutdown;
+use super::shutdown::ShutdownArgs;
 
 /// The file's settings, or none without `--config`.
 fn file_settings(config: Option<&Path>) -> anyhow::Result<RawSettings> {
@@ -30,18 +32,17 @@ fn file_settings(config: Option<&Path>) -> anyhow::Result<RawSettings> {
     })
 }
 
-/// `keel node`: flags and environment over the file, checked, then the node until Ctrl-C.
-pub async fn run_node(config: Option<&Path>, flags: RawSettings) -> anyhow::Result<()> {
+/// `keel node`: flags and environment over the file, checked, then the node until SIGTERM or
+/// SIGINT, which stop it gracefully.
+pub async fn run_node(config: Option<&Path>, flags: RawSettings, stop: ShutdownArgs) -> anyhow::Result<()> {
     let settings = validate_node(flags.over(file_settings(config)?))?;
     let node = start_node(&settings).await?;
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-    node.shutdown().instrument(node_span(settings.id)).await;
-    Ok(())
+    shutdown::run_until_signalled(&[node], stop).await
 }
 
 /// `keel dev`: the nodes of `nodes` in this process, Kafka and HTTP ports from `--kafka-port`
 /// and `--http-port` up.
-pub async fn run_dev(config: Option<&Path>, flags: &DevFlags) -> anyhow::Result<()> {
+pub async fn run_dev(config: Option<&Path>, flags: &DevFlags, stop: ShutdownArgs) -> anyhow::Result<()> {
     let ports = (flags.kafka_port, flags.http_port);
     let nodes = validate_dev(flags.raw().over(file_settings(config)?), flags.data_dir.clone(), ports)?;
     let mut running = Vec::new();
@@ -53,15 +54,14 @@ pub async fn run_dev(config: Option<&Path>, flags: &DevFlags) -> anyhow::Result<
     let http: Vec<String> = nodes.iter().map(|n| format!("http://{}/", n.http_listen)).collect();
     println!("keel dev: metrics and status pages at {}", http.join(", "));
     println!("keel dev: {} nodes up, data in {}; Ctrl-C stops", running.len(), flags.data_dir.display());
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-    for (id, node) in running {
-        node.shutdown().instrument(node_span(id)).await;
-    }
+    let nodes: Vec<Arc<Node>> = running.into_iter().map(|(_, node)| node).collect();
+    shutdown::run_until_signalled(&nodes, stop).await?;
     println!("keel dev: stopped");
     Ok(())
 }
 
-fn node_span(id: u64) -> tracing::Span {
+/// The span every task and log line of node `id` runs in.
+pub fn node_span(id: u64) -> tracing::Span {
     tracing::info_span!("node", id)
 }
 

@@ -200,6 +200,12 @@ fn canary_blind_vote(req: VoteRequest<TypeConfig>) -> VoteRequest<TypeConfig> {
     req
 }
 
+/// The member a TransferLeader request (a `KIND_TRANSFER_LEADER` body) asks to become leader.
+pub fn transfer_leader_target(body: &[u8]) -> Result<u64, String> {
+    let (_, req): (u64, TransferLeaderRequest<TypeConfig>) = decode(body)?;
+    Ok(*req.to_node_id())
+}
+
 /// Serves one Raft RPC for the group `raft`, whose member id here is `local_id` (a partition
 /// replica's Raft id, or the node id for the metadata group). A request addressed to another
 /// member id — an earlier incarnation of this node's replica — is refused. `Err` is sent back as
