@@ -4,10 +4,15 @@
 //! - [`kafka`]: the client commands' Kafka connection (`--bootstrap`), errors as messages.
 //! - [`topic`], [`produce`], [`consume`], [`cluster`], [`group`]: client commands over the Kafka protocol,
 //!   so they work against any Kafka broker too.
+//! - [`bench`], [`bench_produce`], [`bench_consume`]: `keel bench produce|consume`, load
+//!   generators over the Kafka protocol with throughput, latency percentiles and a histogram.
 //! - [`internal`]: `keel cluster reassign|decommission`, which only Keel has, over Keel's
 //!   internal protocol.
 //! - [`output`]: tables for people, `--json` for scripts, quiet on a closed pipe.
 
+pub mod bench;
+pub mod bench_consume;
+pub mod bench_produce;
 pub mod cluster;
 pub mod consume;
 pub mod group;
@@ -146,6 +151,13 @@ pub enum Command {
         #[command(flatten)]
         args: consume::ConsumeArgs,
     },
+    /// Load generators: throughput and latency of producing and consuming.
+    Bench {
+        #[command(flatten)]
+        bootstrap: BootstrapArgs,
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -192,6 +204,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Consume { bootstrap, args } => {
             consume::run(&mut Kafka::new(&bootstrap)?, &mut Output::new(bootstrap.json), args).await
+        }
+        Command::Bench { bootstrap, command } => {
+            bench::run(&mut Kafka::new(&bootstrap)?, &mut Output::new(bootstrap.json), command).await
         }
     }
 }
