@@ -19,6 +19,9 @@
 //! - [`node`]: a node — transport, metadata group, replicas, request dispatch, routed proposals.
 //! - [`group`]: the group coordinator — consumer groups of the offsets partitions this node
 //!   leads, loaded from and persisted to the `__consumer_offsets` topic.
+//! - [`group_member`]: the member side of Kafka's consumer-group protocol over [`kafka_client`]
+//!   (join, sync, heartbeat, offsets, leave) and the range / round-robin assignors; `keel consume
+//!   --group` and the simulated group members use it.
 //! - [`reconcile`]: what a node does over time — register, reconcile replicas with the
 //!   metadata, drive reassignments, hand leadership to preferred leaders, gossip leaders.
 //!
@@ -28,6 +31,7 @@ pub mod alloc;
 pub mod client;
 pub mod clock;
 pub mod group;
+pub mod group_member;
 pub mod kafka;
 pub mod kafka_client;
 pub mod leaders;

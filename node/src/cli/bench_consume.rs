@@ -140,7 +140,8 @@ pub async fn run(kafka: &mut Kafka, out: &mut Output, args: BenchConsumeArgs) ->
     let quota = Arc::new(Quota { counted: AtomicU64::new(0), limit: args.messages.unwrap_or(u64::MAX) });
     let live = Arc::new(Live::default());
     let to_read: u64 = lanes.values().flatten().map(|r| (r.end - r.next).max(0) as u64).sum();
-    let bar = super::bench::progress(out.json, Some(args.messages.map_or(to_read, |m| m.min(to_read))), None, live.clone());
+    let bar =
+        super::bench::progress(out.json, Some(args.messages.map_or(to_read, |m| m.min(to_read))), None, live.clone());
     let start = Instant::now();
     let client_id = kafka.client.client_id().to_string();
     let tasks: Vec<_> = lanes

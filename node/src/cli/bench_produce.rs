@@ -527,13 +527,8 @@ async fn lane(
             }
         }
         correlation_id = correlation_id.wrapping_add(1);
-        let request = produce_request(
-            &plan.topic,
-            route.partition,
-            Bytes::from(builder.build()),
-            plan.acks,
-            PRODUCE_TIMEOUT_MS,
-        );
+        let request =
+            produce_request(&plan.topic, route.partition, Bytes::from(builder.build()), plan.acks, PRODUCE_TIMEOUT_MS);
         let frame = match encode_request(ApiKey::Produce, PRODUCE_VERSION, correlation_id, &client_id, &request) {
             Ok(f) => f,
             Err(e) => {

@@ -2,7 +2,7 @@
 //!
 //! - [`node_config`]: `keel node` / `keel dev` settings, validated into the node's config.
 //! - [`kafka`]: the client commands' Kafka connection (`--bootstrap`), errors as messages.
-//! - [`topic`], [`produce`], [`consume`], [`cluster`], [`group`]: client commands over the Kafka protocol,
+//! - [`topic`], [`produce`], [`consume`] ([`consume_group`]), [`cluster`], [`group`]: client commands over the Kafka protocol,
 //!   so they work against any Kafka broker too.
 //! - [`bench`], [`bench_produce`], [`bench_consume`]: `keel bench produce|consume`, load
 //!   generators over the Kafka protocol with throughput, latency percentiles and a histogram.
@@ -15,6 +15,7 @@ pub mod bench_consume;
 pub mod bench_produce;
 pub mod cluster;
 pub mod consume;
+pub mod consume_group;
 pub mod group;
 pub mod internal;
 pub mod kafka;
