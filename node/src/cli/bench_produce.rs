@@ -445,14 +445,29 @@ async fn ensure_topic(
                 check(r.error_code, &format!("creating topic '{topic}'"), r.error_message.as_ref())?;
             }
         }
+        // LEADER_NOT_AVAILABLE: just created; wait below.
+        Some(5) => {}
         Some(code) => check(code, &format!("topic '{topic}'"), None)?,
     }
     let waited = Instant::now();
     loop {
-        let (md, t) = kafka.topic(topic).await?;
-        let ids = partition_ids(&t);
-        let leaders: BTreeMap<i32, String> =
-            ids.iter().filter_map(|&p| leader_of(&md, &t, p).map(|(_, _, addr)| (p, addr))).collect();
+        let md = kafka.metadata(Some(&[topic.to_string()])).await?;
+        let t = md.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic));
+        let (ids, leaders) = match t {
+            Some(t) if t.error_code == 0 => {
+                let ids = partition_ids(t);
+                let leaders: BTreeMap<i32, String> =
+                    ids.iter().filter_map(|&p| leader_of(&md, t, p).map(|(_, _, addr)| (p, addr))).collect();
+                (ids, leaders)
+            }
+            // Still being created (UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE) on the broker asked.
+            Some(t) if t.error_code == 3 || t.error_code == 5 => (Vec::new(), BTreeMap::new()),
+            Some(t) => {
+                check(t.error_code, &format!("topic '{topic}'"), None)?;
+                (Vec::new(), BTreeMap::new())
+            }
+            None => (Vec::new(), BTreeMap::new()),
+        };
         if !ids.is_empty() && leaders.len() == ids.len() {
             return Ok(leaders);
         }
