@@ -230,6 +230,18 @@ impl KafkaClient {
         Ok(())
     }
 
+    /// Takes the open connection to `addr` (opened and checked by [`KafkaClient::connect`]) out of
+    /// the client, for a caller that keeps several requests in flight on it itself (`keel bench`):
+    /// answers come back in request order on one connection. `None` if none is open.
+    pub fn take_connection(&mut self, addr: &str) -> Option<TcpStream> {
+        self.connections.remove(addr)
+    }
+
+    /// The client id its requests carry.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
     /// Sends `body` to `addr` (connected before) and waits at most `timeout` for the answer.
     /// Any failure closes the connection.
     pub async fn call<Q, A>(

@@ -20,6 +20,9 @@
 //! - [`group`]: the group coordinator — consumer groups of the offsets partitions this node
 //!   leads, loaded from and persisted to the `__consumer_offsets` topic.
 //! - [`drain`]: graceful shutdown — hand off every group this node leads before it stops.
+//! - [`group_member`]: the member side of Kafka's consumer-group protocol over [`kafka_client`]
+//!   (join, sync, heartbeat, offsets, leave) and the range / round-robin assignors; `keel consume
+//!   --group` and the simulated group members use it.
 //! - [`reconcile`]: what a node does over time — register, reconcile replicas with the
 //!   metadata, drive reassignments, hand leadership to preferred leaders, gossip leaders.
 //! - [`status`]: a snapshot of what a node knows (nodes, partitions, lag, groups), taken per
@@ -34,6 +37,7 @@ pub mod client;
 pub mod clock;
 pub mod drain;
 pub mod group;
+pub mod group_member;
 pub mod http;
 pub mod kafka;
 pub mod kafka_client;

@@ -144,6 +144,8 @@ impl Cluster {
             .args(["node", "--id", &id.to_string(), "--data-dir"])
             .arg(self.dir.path().join(format!("node-{id}")))
             .args(["--nodes", &nodes, "--cluster-id", CLUSTER, "--kafka-listen", &self.kafka[&id]])
+            // Several nodes on one host: each its own HTTP port.
+            .args(["--http-listen", "127.0.0.1:0"])
             .args(["--shutdown-timeout-ms", &SHUTDOWN_TIMEOUT_MS.to_string()])
             .args(&self.extra)
             // The hand-off is logged at info level.

@@ -33,6 +33,8 @@ pub struct BootstrapArgs {
 pub struct Kafka {
     pub client: KafkaClient,
     bootstrap: String,
+    /// The `--bootstrap` addresses, parsed.
+    addrs: Vec<String>,
 }
 
 impl Kafka {
@@ -48,8 +50,13 @@ impl Kafka {
             }
         }
         // The process id tells concurrent CLIs apart in the brokers' logs.
-        let client = KafkaClient::new(format!("keel-cli-{}", std::process::id()), addrs, 0);
-        Ok(Kafka { client, bootstrap: args.bootstrap.clone() })
+        let client = KafkaClient::new(format!("keel-cli-{}", std::process::id()), addrs.clone(), 0);
+        Ok(Kafka { client, bootstrap: args.bootstrap.clone(), addrs })
+    }
+
+    /// The `--bootstrap` addresses (for another client on the same brokers).
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
     }
 
     /// Metadata of every topic (`None`) or of those named.

@@ -4,15 +4,21 @@
 //!   validated into one struct; [`config_file`]: the TOML file; [`start`]: starting nodes from
 //!   them.
 //! - [`kafka`]: the client commands' Kafka connection (`--bootstrap`), errors as messages.
-//! - [`topic`], [`produce`], [`consume`], [`cluster`], [`group`]: client commands over the Kafka protocol,
+//! - [`topic`], [`produce`], [`consume`] ([`consume_group`]), [`cluster`], [`group`]: client commands over the Kafka protocol,
 //!   so they work against any Kafka broker too.
+//! - [`bench`], [`bench_produce`], [`bench_consume`]: `keel bench produce|consume`, load
+//!   generators over the Kafka protocol with throughput, latency percentiles and a histogram.
 //! - [`internal`]: `keel cluster reassign|decommission`, which only Keel has, over Keel's
 //!   internal protocol.
 //! - [`output`]: tables for people, `--json` for scripts, quiet on a closed pipe.
 
+pub mod bench;
+pub mod bench_consume;
+pub mod bench_produce;
 pub mod cluster;
 pub mod config_file;
 pub mod consume;
+pub mod consume_group;
 pub mod group;
 pub mod internal;
 pub mod kafka;
@@ -137,6 +143,13 @@ pub enum Command {
         #[command(flatten)]
         args: consume::ConsumeArgs,
     },
+    /// Load generators: throughput and latency of producing and consuming.
+    Bench {
+        #[command(flatten)]
+        bootstrap: BootstrapArgs,
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -166,6 +179,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Consume { bootstrap, args } => {
             consume::run(&mut Kafka::new(&bootstrap)?, &mut Output::new(bootstrap.json), args).await
+        }
+        Command::Bench { bootstrap, command } => {
+            bench::run(&mut Kafka::new(&bootstrap)?, &mut Output::new(bootstrap.json), command).await
         }
     }
 }

@@ -25,7 +25,7 @@ use super::output::Output;
 use super::output::join_ids;
 
 /// CreateTopics v5: flexible, answers the created topic's settings (Kafka 2.4+).
-const CREATE_TOPICS_VERSION: i16 = 5;
+pub const CREATE_TOPICS_VERSION: i16 = 5;
 /// DeleteTopics v4: flexible, topics by name.
 const DELETE_TOPICS_VERSION: i16 = 4;
 /// DescribeConfigs v4: flexible.

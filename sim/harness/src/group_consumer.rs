@@ -1,6 +1,8 @@
 //! Simulated consumer-group members: Kafka's classic group protocol over the real wire
 //! (FindCoordinator v3, JoinGroup v5, SyncGroup v3, Heartbeat v3, OffsetFetch v6,
 //! OffsetCommit v7, Fetch v12), consuming the workload partition with commit-after-processing.
+//! The requests are `keel_node::group_member`'s, which `keel consume --group` sends too; what
+//! is recorded around them, the assignment and the crashes are this file's.
 //!
 //! A member finds the group's coordinator, joins (taking the member id the coordinator hands
 //! out), and — when it is the group's leader — assigns the partition to the first member in id
@@ -30,27 +32,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::FindCoordinatorRequest;
-use kafka_protocol::messages::GroupId;
-use kafka_protocol::messages::HeartbeatRequest;
-use kafka_protocol::messages::JoinGroupRequest;
-use kafka_protocol::messages::OffsetCommitRequest;
-use kafka_protocol::messages::OffsetFetchRequest;
-use kafka_protocol::messages::SyncGroupRequest;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition;
-use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic;
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::protocol::StrBytes;
 use keel_checker::EventType;
 use keel_checker::GroupCommit;
 use keel_checker::GroupOffset;
 use keel_checker::GroupProcess;
 use keel_checker::Op;
-use keel_node::kafka_client::ClientError;
+use keel_node::group_member::MemberTiming;
+use keel_node::group_member::Membership;
+use keel_node::group_member::Next;
+use keel_node::group_member::next_for;
 use keel_node::kafka_client::KafkaClient;
-use keel_node::kafka_client::topic_name;
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -77,13 +70,12 @@ const CRASH_ONE_IN: u32 = 25;
 const CRASHES_MAX: u32 = 6;
 /// What the assignment bytes say when the member owns the partition (opaque to the broker).
 const OWNS: &[u8] = b"t-0";
-
-const FIND_COORDINATOR_VERSION: i16 = 3;
-const JOIN_GROUP_VERSION: i16 = 5;
-const SYNC_GROUP_VERSION: i16 = 3;
-const HEARTBEAT_VERSION: i16 = 3;
-const OFFSET_FETCH_VERSION: i16 = 6;
-const OFFSET_COMMIT_VERSION: i16 = 7;
+const TIMING: MemberTiming = MemberTiming {
+    session_timeout_ms: SESSION_TIMEOUT_MS,
+    rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
+    call_timeout: CALL_TIMEOUT,
+    join_timeout: JOIN_TIMEOUT,
+};
 
 /// The drain after the workload: shared by the control loop and the members.
 #[derive(Debug)]
@@ -154,16 +146,14 @@ pub async fn member(
     let mut crashes = 0u32;
     for session in 0u64.. {
         let process = process_base + session;
+        let client = KafkaClient::new(format!("group-member-{index}-{session}"), bootstrap.clone(), index as usize);
         let mut m = Member {
-            client: KafkaClient::new(format!("group-member-{index}-{session}"), bootstrap.clone(), index as usize),
+            group: Membership::new(client, GROUP_ID, TIMING),
             partition: partition_name(group),
             process,
             recorder: recorder.clone(),
             drain: drain.clone(),
-            coordinator: None,
             leader: None,
-            member_id: String::new(),
-            generation: -1,
         };
         let may_crash = crashes < CRASHES_MAX;
         tracing::debug!(index, process, "group member session starts");
@@ -179,38 +169,14 @@ pub async fn member(
 
 /// One session of a member.
 struct Member {
-    client: KafkaClient,
+    /// The client, the coordinator, the member id and generation.
+    group: Membership,
     partition: String,
     process: u64,
     recorder: Recorder,
     drain: Arc<Drain>,
-    coordinator: Option<String>,
     /// The partition's leader, from Metadata (forgotten on any fetch trouble).
     leader: Option<keel_node::kafka_client::Leader>,
-    member_id: String,
-    generation: i32,
-}
-
-/// What a group request's error code tells the member to do.
-enum Next {
-    Continue,
-    /// Join again (same member id).
-    Rejoin,
-    /// Join again as a new member.
-    Reset,
-    /// Find the coordinator again.
-    Rediscover,
-}
-
-fn next_for(code: i16) -> Next {
-    match ResponseError::try_from_code(code) {
-        None => Next::Continue,
-        Some(ResponseError::RebalanceInProgress) => Next::Rejoin,
-        Some(ResponseError::IllegalGeneration | ResponseError::UnknownMemberId | ResponseError::FencedInstanceId) => {
-            Next::Reset
-        }
-        Some(_) => Next::Rediscover,
-    }
 }
 
 impl Member {
@@ -221,12 +187,7 @@ impl Member {
     /// Forgets what `next` says is no longer valid (the member id, the coordinator) and
     /// returns it.
     fn follow(&mut self, next: Next) -> Next {
-        match next {
-            Next::Reset => self.member_id.clear(),
-            Next::Rediscover => self.coordinator = None,
-            Next::Continue | Next::Rejoin => {}
-        }
-        next
+        self.group.follow(next)
     }
 
     async fn run(&mut self, rng: &mut SmallRng, may_crash: bool) -> End {
@@ -267,7 +228,7 @@ impl Member {
                             p
                         }
                         None => {
-                            self.coordinator = None;
+                            self.follow(Next::Rediscover);
                             madsim::time::sleep(PAUSE).await;
                             continue 'join;
                         }
@@ -348,62 +309,18 @@ impl Member {
         self.record(EventType::Ok, Op::GroupProcess(GroupProcess { records, ..invoke }));
     }
 
-    /// The coordinator's address, found through any broker.
-    async fn coordinator(&mut self) -> Option<String> {
-        if let Some(c) = &self.coordinator {
-            return Some(c.clone());
-        }
-        let request = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str(GROUP_ID)).with_key_type(0);
-        let (_, answer) = self.client.request_any(FIND_COORDINATOR_VERSION, &request, CALL_TIMEOUT).await.ok()?;
-        if answer.error_code != 0 || answer.port <= 0 {
-            return None;
-        }
-        let addr = format!("{}:{}", answer.host.as_str(), answer.port);
-        self.coordinator = Some(addr.clone());
-        Some(addr)
-    }
-
-    /// A call to the coordinator; a failed call forgets the coordinator.
-    async fn call<Q: kafka_protocol::protocol::Request>(
-        &mut self,
-        version: i16,
-        body: &Q,
-        timeout: Duration,
-    ) -> Result<Q::Response, ClientError> {
-        let Some(addr) = self.coordinator().await else {
-            return Err(ClientError::Connect { addr: String::new(), reason: "no coordinator".into() });
-        };
-        let answer = self.client.request_to(&addr, version, body, timeout).await;
-        if answer.is_err() {
-            self.coordinator = None;
-        }
-        answer
-    }
-
     /// Joins and syncs; answers whether this member owns the partition, None to try again.
     async fn join(&mut self) -> Option<bool> {
         let protocol = JoinGroupRequestProtocol::default()
             .with_name(StrBytes::from_static_str("sim"))
             .with_metadata(Bytes::from_static(TOPIC.as_bytes()));
-        let mut request = JoinGroupRequest::default()
-            .with_group_id(GroupId(StrBytes::from_static_str(GROUP_ID)))
-            .with_session_timeout_ms(SESSION_TIMEOUT_MS)
-            .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
-            .with_member_id(StrBytes::from_string(self.member_id.clone()))
-            .with_protocol_type(StrBytes::from_static_str("consumer"))
-            .with_protocols(vec![protocol]);
-        let mut answer = match self.call(JOIN_GROUP_VERSION, &request, JOIN_TIMEOUT).await {
+        let answer = match self.group.join_group("consumer", vec![protocol]).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(process = self.process, error = %e, "JoinGroup failed");
                 return None;
             }
         };
-        if answer.error_code == ResponseError::MemberIdRequired.code() {
-            self.member_id = answer.member_id.to_string();
-            request = request.with_member_id(answer.member_id.clone());
-            answer = self.call(JOIN_GROUP_VERSION, &request, JOIN_TIMEOUT).await.ok()?;
-        }
         tracing::debug!(
             process = self.process,
             code = answer.error_code,
@@ -416,31 +333,18 @@ impl Member {
         if !matches!(self.follow(next_for(answer.error_code)), Next::Continue) {
             return None;
         }
-        self.member_id = answer.member_id.to_string();
-        self.generation = answer.generation_id;
         let assignments = if answer.leader == answer.member_id {
             // The first member in id order owns the partition.
             let mut ids: Vec<StrBytes> = answer.members.iter().map(|m| m.member_id.clone()).collect();
             ids.sort();
-            ids.iter()
+            ids.into_iter()
                 .enumerate()
-                .map(|(i, id)| {
-                    SyncGroupRequestAssignment::default().with_member_id(id.clone()).with_assignment(if i == 0 {
-                        Bytes::from_static(OWNS)
-                    } else {
-                        Bytes::new()
-                    })
-                })
+                .map(|(i, id)| (id, if i == 0 { Bytes::from_static(OWNS) } else { Bytes::new() }))
                 .collect()
         } else {
             Vec::new()
         };
-        let sync = SyncGroupRequest::default()
-            .with_group_id(GroupId(StrBytes::from_static_str(GROUP_ID)))
-            .with_generation_id(self.generation)
-            .with_member_id(StrBytes::from_string(self.member_id.clone()))
-            .with_assignments(assignments);
-        let answer = match self.call(SYNC_GROUP_VERSION, &sync, JOIN_TIMEOUT).await {
+        let answer = match self.group.sync_group(assignments).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(process = self.process, error = %e, "SyncGroup failed");
@@ -457,11 +361,7 @@ impl Member {
     }
 
     async fn heartbeat(&mut self) -> Next {
-        let request = HeartbeatRequest::default()
-            .with_group_id(GroupId(StrBytes::from_static_str(GROUP_ID)))
-            .with_generation_id(self.generation)
-            .with_member_id(StrBytes::from_string(self.member_id.clone()));
-        match self.call(HEARTBEAT_VERSION, &request, CALL_TIMEOUT).await {
+        match self.group.heartbeat().await {
             Ok(answer) => {
                 if answer.error_code != 0 {
                     tracing::debug!(process = self.process, code = answer.error_code, "Heartbeat refused");
@@ -480,12 +380,7 @@ impl Member {
     async fn committed_offset(&mut self) -> Option<u64> {
         let invoke = GroupOffset { group: GROUP_ID.into(), partition: self.partition.clone(), offset: None };
         self.record(EventType::Invoke, Op::GroupOffset(invoke.clone()));
-        let request = OffsetFetchRequest::default()
-            .with_group_id(GroupId(StrBytes::from_static_str(GROUP_ID)))
-            .with_topics(Some(vec![
-                OffsetFetchRequestTopic::default().with_name(topic_name(TOPIC)).with_partition_indexes(vec![PARTITION]),
-            ]));
-        let answer = match self.call(OFFSET_FETCH_VERSION, &request, CALL_TIMEOUT).await {
+        let answer = match self.group.offset_fetch(TOPIC, vec![PARTITION]).await {
             Ok(a) => a,
             Err(_) => {
                 self.record(EventType::Info, Op::GroupOffset(invoke));
@@ -515,17 +410,7 @@ impl Member {
     async fn commit(&mut self, offset: u64) -> Option<Next> {
         let op = GroupCommit { group: GROUP_ID.into(), partition: self.partition.clone(), offset };
         self.record(EventType::Invoke, Op::GroupCommit(op.clone()));
-        let request = OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_static_str(GROUP_ID)))
-            .with_generation_id_or_member_epoch(self.generation)
-            .with_member_id(StrBytes::from_string(self.member_id.clone()))
-            .with_topics(vec![OffsetCommitRequestTopic::default().with_name(topic_name(TOPIC)).with_partitions(vec![
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(PARTITION)
-                    .with_committed_offset(offset as i64)
-                    .with_committed_leader_epoch(-1),
-            ])]);
-        let answer = match self.call(OFFSET_COMMIT_VERSION, &request, CALL_TIMEOUT).await {
+        let answer = match self.group.offset_commit(TOPIC, &[(PARTITION, offset as i64)]).await {
             Ok(a) => a,
             Err(_) => {
                 self.record(EventType::Info, Op::GroupCommit(op));
@@ -562,15 +447,18 @@ impl Member {
         let leader = match self.leader.clone() {
             Some(l) => l,
             None => {
-                let l = self.client.leader(TOPIC, PARTITION, CALL_TIMEOUT).await.ok()??;
+                let l = self.group.client.leader(TOPIC, PARTITION, CALL_TIMEOUT).await.ok()??;
                 self.leader = Some(l.clone());
                 l
             }
         };
         let at = i64::try_from(offset).ok()?;
-        let answer = match self.client.connect(&leader.addr).await {
+        let answer = match self.group.client.connect(&leader.addr).await {
             Ok(()) => {
-                self.client.fetch(&leader.addr, TOPIC, PARTITION, at, leader.epoch, 64 << 10, 0, FETCH_TIMEOUT).await
+                self.group
+                    .client
+                    .fetch(&leader.addr, TOPIC, PARTITION, at, leader.epoch, 64 << 10, 0, FETCH_TIMEOUT)
+                    .await
             }
             Err(e) => Err(e),
         };
