@@ -5,8 +5,8 @@
 //! add-partitions/delete, produce with keys, consume (--from-beginning, --offset, --partition,
 //! --max-messages, --json), group list/describe/reset-offsets after a real consumer group
 //! (confluent-kafka, tests/clients/group_commit.py) committed, cluster status (three nodes,
-//! every partition led, --json) — and each refuses an unknown topic with a clear message and
-//! exit 1. Every log line of `keel dev` names its node (`node{id=N}`). Ctrl-C (SIGINT) stops it
+//! every partition led, --json), cluster reassign and decommission (Keel's internal protocol) —
+//! and each refuses an unknown topic with a clear message and exit 1. Every log line of `keel dev` names its node (`node{id=N}`). Ctrl-C (SIGINT) stops it
 //! with exit 0, and a second `keel dev` on the same directory serves the records produced
 //! before.
 //!
@@ -307,6 +307,35 @@ fn client_commands_against_keel_dev() {
     shell.keel(&["topic", "delete", "defaults", "-b", &b], None).ok();
     shell.keel(&["topic", "describe", "defaults", "-b", &b], None).fails(1, "no such topic");
 
+    // Reassignment and decommissioning speak Keel's internal protocol to --nodes.
+    let voters = nodes.join(",");
+    let internal = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string())
+            .chain(["--nodes".into(), voters.clone()])
+            .chain(["--cluster-id".into(), "keel-cli-test".into()])
+            .collect()
+    };
+    let run = |args: Vec<String>| shell.keel(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    let r = run(internal(&["cluster", "reassign", "orders", "--partition", "0", "--replicas", "3,1,2", "--json"])).ok();
+    assert_eq!(r.json()["started"], true, "{}", r.stdout);
+    eventually("orders/0 on replicas 3,1,2 in that order", || {
+        let d = shell.keel(&["topic", "describe", "orders", "-b", &b, "--json"], None).ok().json();
+        (d["partitions"][0]["replicas"] == serde_json::json!([3, 1, 2])).then_some(())
+    });
+    let r = run(internal(&["cluster", "reassign", "orders", "--partition", "1", "--replicas", "2,3,1"])).ok();
+    assert_eq!(r.stdout.trim(), "reassignment of orders/1 started");
+    run(internal(&["cluster", "reassign", "nope", "--partition", "0", "--replicas", "1,2,3"]))
+        .fails(1, "unknown topic 'nope'");
+    run(internal(&["cluster", "reassign", "orders", "--partition", "9", "--replicas", "1,2,3"]))
+        .fails(1, "topic 'orders' has 3 partitions; there is no partition 9");
+    run(internal(&["cluster", "reassign", "orders", "--partition", "0", "--replicas", "1,two"]))
+        .fails(1, "replica \"two\" is not a node id");
+    run(internal(&["cluster", "reassign", "orders", "--partition", "0", "--replicas", "1,2,7"])).fails(1, "refused");
+    // Three nodes and replication factor 3: no node can be drained.
+    run(internal(&["cluster", "decommission", "3"])).fails(1, "refused");
+    run(internal(&["cluster", "decommission", "9"])).fails(1, "refused");
+
     // An unknown topic, for every command that names one (auto-creation is off in the file).
     for args in [
         &["topic", "describe", "nope"][..],
@@ -506,6 +535,18 @@ fn bad_input_fails_with_a_message_and_no_panic() {
     ] {
         let args: Vec<&str> = args.iter().copied().chain(["--bootstrap", "127.0.0.1:1"]).collect();
         shell.keel(&args, Some("x\n")).fails(1, unreachable);
+    }
+
+    // No node of --nodes answers: the internal commands say so and exit 1.
+    for args in [
+        &["cluster", "reassign", "t", "--partition", "0", "--replicas", "1,2,3"][..],
+        &["cluster", "decommission", "2"],
+    ] {
+        let args: Vec<&str> = args.iter().copied().chain(["--nodes", "1=127.0.0.1:1", "--cluster-id", "x"]).collect();
+        let r = shell.keel(&args, None);
+        r.no_panic();
+        assert_eq!(r.code, Some(1), "{args:?}: {r:?}");
+        assert!(r.stderr.contains("no node answered"), "{args:?}: {}", r.stderr);
     }
 
     // Node settings: missing, invalid, and bad files — refused before anything starts.
