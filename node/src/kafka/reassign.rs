@@ -422,7 +422,9 @@ mod tests {
     fn bad_requests_are_refused_with_kafka_codes() {
         let s = cluster();
         let new = outsider(&s, 0);
-        let cases: Vec<(&str, i32, Option<Vec<BrokerId>>, bool, ResponseError)> = vec![
+        // (topic, partition, replicas, allow_replication_factor_change, the expected code)
+        type Case = (&'static str, i32, Option<Vec<BrokerId>>, bool, ResponseError);
+        let cases: Vec<Case> = vec![
             ("nope", 0, Some(brokers(&[1])), true, ResponseError::UnknownTopicOrPartition),
             ("t", 2, Some(brokers(&[1])), true, ResponseError::UnknownTopicOrPartition),
             ("t", -1, Some(brokers(&[1])), true, ResponseError::UnknownTopicOrPartition),
