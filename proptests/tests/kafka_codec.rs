@@ -931,3 +931,27 @@ fn huge_array_count_is_refused_not_allocated() {
     frame.extend_from_slice(&i32::MAX.to_be_bytes()); // topics: 2^31 - 1 of them, none present
     assert!(matches!(decode_request(frame.freeze()), Err(FrameError::Malformed { .. })));
 }
+
+/// The valid requests pinned for the fuzzer (`fuzz/regressions/kafka_request/valid-*`: as
+/// librdkafka and kafka-python send them, in the target's raw mode — a 0 byte, then the frame)
+/// decode as the API and version their header names.
+#[test]
+fn pinned_valid_requests_decode() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/kafka_request");
+    let mut decoded = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("the pinned inputs") {
+        let path = entry.expect("a directory entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if !name.starts_with("valid-") {
+            continue;
+        }
+        let input = std::fs::read(&path).expect("readable");
+        assert!(input.len() > FIXED_HEADER_BYTES && input[0] == 0, "{name}: raw mode, a whole header");
+        let named = (i16::from_be_bytes([input[1], input[2]]), i16::from_be_bytes([input[3], input[4]]));
+        let (api, version) =
+            decode_request(Bytes::copy_from_slice(&input[1..])).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((api as i16, version), named, "{name}");
+        decoded.push(name);
+    }
+    assert!(decoded.len() >= 11, "pinned valid requests: {decoded:?}");
+}
