@@ -224,8 +224,10 @@ pub(crate) fn ongoing(
     for t in order {
         // Only moving partitions are remembered: at most the topic's partition count.
         let mut seen = BTreeSet::new();
-        let partitions = asked[t.name.as_str()]
-            .iter()
+        let partitions = asked
+            .get(t.name.as_str())
+            .into_iter()
+            .flatten()
             .flat_map(|indexes| indexes.iter().copied())
             .filter_map(|p| {
                 let moving = ongoing_partition(p, t.partitions.get(usize::try_from(p).ok()?)?)?;
