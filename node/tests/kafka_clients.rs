@@ -21,6 +21,11 @@
 //!   negative and garbage frames, an unknown API key and a Produce with a bad CRC, on raw sockets
 //!   (`tests/clients/malformed.py`); the broker drops the connection or answers CORRUPT_MESSAGE,
 //!   keeps serving, and the data acknowledged before is intact.
+//! - `kafka_python_reassigns_a_partition`: kafka-python's admin client moves a partition to
+//!   another replica set (AlterPartitionReassignments), follows the move
+//!   (ListPartitionReassignments) until Metadata shows the new set, and gets Kafka's errors for
+//!   an unknown broker, partition and topic and for cancelling when nothing moves
+//!   (`tests/clients/reassign_kafkapython.py`).
 //!
 //! The client programs are Python scripts in `tests/clients/`; their docstrings say what each
 //! checks, and they run by hand against any broker. These tests need kcat, confluent-kafka and
@@ -927,5 +932,16 @@ fn malformed_requests_are_rejected_and_the_broker_keeps_serving() {
     );
     let last = assert_produced(&out, 5_000);
     cluster.consume_check(topic, "confluent", "exact", &[&before, &raw, &after], &[], &[first, last]);
+    cluster.assert_alive();
+}
+
+#[test]
+fn kafka_python_reassigns_a_partition() {
+    let _one = one_cluster_at_a_time();
+    let mut cluster = Cluster::start();
+    let mut cmd = cluster.script("reassign_kafkapython.py");
+    cmd.args(["--bootstrap", &cluster.bootstrap(), "--topic", "moved"]);
+    let out = cluster.run("reassign_kafkapython.py", cmd, None, Duration::from_secs(180)).success();
+    cluster.say(format!("kafka-python reassigned: {}", out.event("reassigned")));
     cluster.assert_alive();
 }

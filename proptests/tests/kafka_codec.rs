@@ -14,9 +14,10 @@ use std::fmt::Debug;
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, BrokerId, DescribeClusterRequest, RequestHeader, TopicName, TransactionalId,
-    alter_configs_request as alter, create_partitions_request as cpart, create_topics_request as ctopic,
-    delete_topics_request as dtopic, describe_configs_request as dconf, fetch_request as fetch,
-    incremental_alter_configs_request as ialter, list_offsets_request as loff, metadata_request as meta,
+    alter_configs_request as alter, alter_partition_reassignments_request as reassign,
+    create_partitions_request as cpart, create_topics_request as ctopic, delete_topics_request as dtopic,
+    describe_configs_request as dconf, fetch_request as fetch, incremental_alter_configs_request as ialter,
+    list_offsets_request as loff, list_partition_reassignments_request as lreassign, metadata_request as meta,
     produce_request as produce,
 };
 use kafka_protocol::messages::{
@@ -34,7 +35,7 @@ use proptest::strategy::BoxedStrategy;
 use proptest::test_runner::{Config, TestError, TestRunner};
 use uuid::Uuid;
 
-/// Cases per (API, version): 81 versions are served, so about 2,600 requests in all.
+/// Cases per (API, version): 156 versions are served, so about 5,000 requests in all.
 const CASES_PER_VERSION: u32 = 32;
 /// Random cut points per request (besides the last byte and the header's end).
 const CUTS_PER_REQUEST: usize = 6;
@@ -417,6 +418,58 @@ fn create_partitions(flex: bool) -> BoxedStrategy<cpart::CreatePartitionsRequest
         .boxed()
 }
 
+/// Every version is flexible; v1 adds `allow_replication_factor_change`. Null replica lists
+/// (cancellations) included.
+fn alter_partition_reassignments(v: i16) -> BoxedStrategy<reassign::AlterPartitionReassignmentsRequest> {
+    let replicas = proptest::option::of(list(any::<i32>().prop_map(BrokerId).boxed(), 4));
+    let partition = (any::<i32>(), replicas, tags(true)).prop_map(|(index, replicas, tags)| {
+        let mut p = reassign::ReassignablePartition::default();
+        p.partition_index = index;
+        p.replicas = replicas;
+        p.unknown_tagged_fields = tags;
+        p
+    });
+    let topic = (topic(), list(partition.boxed(), 3), tags(true)).prop_map(|(name, partitions, tags)| {
+        let mut t = reassign::ReassignableTopic::default();
+        t.name = name;
+        t.partitions = partitions;
+        t.unknown_tagged_fields = tags;
+        t
+    });
+    (list(topic.boxed(), 3), any::<i32>(), any::<bool>(), tags(true))
+        .prop_map(move |(topics, timeout_ms, allow_rf_change, tags)| {
+            let mut r = reassign::AlterPartitionReassignmentsRequest::default();
+            r.topics = topics;
+            r.timeout_ms = timeout_ms;
+            if v >= 1 {
+                r.allow_replication_factor_change = allow_rf_change;
+            }
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+/// v0 only, flexible; a null topic list asks for every partition.
+fn list_partition_reassignments() -> BoxedStrategy<lreassign::ListPartitionReassignmentsRequest> {
+    let topic = (topic(), list(any::<i32>().boxed(), 4), tags(true)).prop_map(|(name, indexes, tags)| {
+        let mut t = lreassign::ListPartitionReassignmentsTopics::default();
+        t.name = name;
+        t.partition_indexes = indexes;
+        t.unknown_tagged_fields = tags;
+        t
+    });
+    (proptest::option::of(list(topic.boxed(), 3)), any::<i32>(), tags(true))
+        .prop_map(|(topics, timeout_ms, tags)| {
+            let mut r = lreassign::ListPartitionReassignmentsRequest::default();
+            r.topics = topics;
+            r.timeout_ms = timeout_ms;
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
 fn describe_configs(v: i16, flex: bool) -> BoxedStrategy<dconf::DescribeConfigsRequest> {
     let resource = (any::<i8>(), text(), proptest::option::of(list(text(), 3)), tags(flex)).prop_map(
         |(kind, name, keys, tags)| {
@@ -543,6 +596,8 @@ bodies! {
     CreateTopics(ctopic::CreateTopicsRequest),
     DeleteTopics(dtopic::DeleteTopicsRequest),
     CreatePartitions(cpart::CreatePartitionsRequest),
+    AlterPartitionReassignments(reassign::AlterPartitionReassignmentsRequest),
+    ListPartitionReassignments(lreassign::ListPartitionReassignmentsRequest),
     DescribeConfigs(dconf::DescribeConfigsRequest),
     AlterConfigs(alter::AlterConfigsRequest),
     IncrementalAlterConfigs(ialter::IncrementalAlterConfigsRequest),
@@ -589,6 +644,12 @@ fn body(api: ApiKey, v: i16) -> BoxedStrategy<Body> {
         ApiKey::CreateTopics => create_topics(flex).prop_map(Body::CreateTopics).boxed(),
         ApiKey::DeleteTopics => delete_topics(v, flex).prop_map(Body::DeleteTopics).boxed(),
         ApiKey::CreatePartitions => create_partitions(flex).prop_map(Body::CreatePartitions).boxed(),
+        ApiKey::AlterPartitionReassignments => {
+            alter_partition_reassignments(v).prop_map(Body::AlterPartitionReassignments).boxed()
+        }
+        ApiKey::ListPartitionReassignments => {
+            list_partition_reassignments().prop_map(Body::ListPartitionReassignments).boxed()
+        }
         ApiKey::DescribeConfigs => describe_configs(v, flex).prop_map(Body::DescribeConfigs).boxed(),
         ApiKey::AlterConfigs => alter_configs(flex).prop_map(Body::AlterConfigs).boxed(),
         ApiKey::IncrementalAlterConfigs => {
@@ -869,4 +930,28 @@ fn huge_array_count_is_refused_not_allocated() {
     frame.extend_from_slice(&(-1i16).to_be_bytes()); // client id: null
     frame.extend_from_slice(&i32::MAX.to_be_bytes()); // topics: 2^31 - 1 of them, none present
     assert!(matches!(decode_request(frame.freeze()), Err(FrameError::Malformed { .. })));
+}
+
+/// The valid requests pinned for the fuzzer (`fuzz/regressions/kafka_request/valid-*`: as
+/// librdkafka and kafka-python send them, in the target's raw mode — a 0 byte, then the frame)
+/// decode as the API and version their header names.
+#[test]
+fn pinned_valid_requests_decode() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/kafka_request");
+    let mut decoded = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("the pinned inputs") {
+        let path = entry.expect("a directory entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if !name.starts_with("valid-") {
+            continue;
+        }
+        let input = std::fs::read(&path).expect("readable");
+        assert!(input.len() > FIXED_HEADER_BYTES && input[0] == 0, "{name}: raw mode, a whole header");
+        let named = (i16::from_be_bytes([input[1], input[2]]), i16::from_be_bytes([input[3], input[4]]));
+        let (api, version) =
+            decode_request(Bytes::copy_from_slice(&input[1..])).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((api as i16, version), named, "{name}");
+        decoded.push(name);
+    }
+    assert!(decoded.len() >= 11, "pinned valid requests: {decoded:?}");
 }

@@ -41,7 +41,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a creation waits for its partitions' first leaders.
 const LEADERS_WAIT_MAX: Duration = Duration::from_secs(10);
 
-fn timeout_of(ms: i32) -> Duration {
+pub(super) fn timeout_of(ms: i32) -> Duration {
     if ms <= 0 { DEFAULT_TIMEOUT } else { Duration::from_millis(ms as u64).min(Duration::from_secs(300)) }
 }
 
@@ -91,7 +91,7 @@ pub(crate) async fn create_topics(node: &Arc<Node>, config: &KafkaConfig, req: &
         let outcome = if !t.assignments.is_empty() {
             Err((
                 ResponseError::InvalidReplicaAssignment,
-                "manual replica assignment is not supported; Keel places replicas (move them with `keel cluster reassign`)"
+                "manual replica assignment is not supported; Keel places replicas (move them afterwards with AlterPartitionReassignments or `keel cluster reassign`)"
                     .to_string(),
             ))
         } else if t.num_partitions == 0 || t.num_partitions < -1 {

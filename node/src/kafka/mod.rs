@@ -22,6 +22,7 @@ mod group_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod reassign;
 mod versions;
 
 use std::sync::Arc;
@@ -290,6 +291,8 @@ fn api_name(api: ApiKey) -> &'static str {
         K::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         K::OffsetDelete => "OffsetDelete",
         K::DescribeCluster => "DescribeCluster",
+        K::AlterPartitionReassignments => "AlterPartitionReassignments",
+        K::ListPartitionReassignments => "ListPartitionReassignments",
         // Not served: answered by closing the connection (see `handle`).
         _ => "other",
     }
@@ -364,6 +367,8 @@ pub fn decode_request(frame: Bytes) -> Result<(ApiKey, i16), FrameError> {
         ApiKey::CreateTopics => drop(req.decode::<m::CreateTopicsRequest>()?),
         ApiKey::DeleteTopics => drop(req.decode::<m::DeleteTopicsRequest>()?),
         ApiKey::CreatePartitions => drop(req.decode::<m::CreatePartitionsRequest>()?),
+        ApiKey::AlterPartitionReassignments => drop(req.decode::<m::AlterPartitionReassignmentsRequest>()?),
+        ApiKey::ListPartitionReassignments => drop(req.decode::<m::ListPartitionReassignmentsRequest>()?),
         ApiKey::DescribeConfigs => drop(req.decode::<m::DescribeConfigsRequest>()?),
         ApiKey::AlterConfigs => drop(req.decode::<m::AlterConfigsRequest>()?),
         ApiKey::IncrementalAlterConfigs => drop(req.decode::<m::IncrementalAlterConfigsRequest>()?),
@@ -412,6 +417,8 @@ async fn handle(node: &Arc<Node>, config: &KafkaConfig, mut req: Request, turn: 
         ApiKey::CreateTopics => admin::create_topics(node, config, &mut req).await,
         ApiKey::DeleteTopics => admin::delete_topics(node, &mut req).await,
         ApiKey::CreatePartitions => admin::create_partitions(node, &mut req).await,
+        ApiKey::AlterPartitionReassignments => reassign::alter_partition_reassignments(node, &mut req).await,
+        ApiKey::ListPartitionReassignments => reassign::list_partition_reassignments(node, &mut req).await,
         ApiKey::DescribeConfigs => configs::describe_configs(node, config, &mut req),
         ApiKey::AlterConfigs => configs::alter_configs(node, &mut req).await,
         ApiKey::IncrementalAlterConfigs => configs::incremental_alter_configs(node, &mut req).await,

@@ -24,6 +24,9 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::CreatePartitions, 0, 3),
+    // v1 adds `allow_replication_factor_change` (KIP-860).
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -112,5 +115,7 @@ mod tests {
         assert!(supports(ApiKey::Fetch, 16), "librdkafka 2.16 fetches with v16");
         assert!(range(ApiKey::JoinGroup).is_some_and(|(lo, hi)| lo == 0 && hi == 9));
         assert!(range(ApiKey::ConsumerGroupHeartbeat).is_none(), "the KIP-848 protocol is not served");
+        assert_eq!(range(ApiKey::AlterPartitionReassignments), Some((0, 1)));
+        assert_eq!(range(ApiKey::ListPartitionReassignments), Some((0, 0)));
     }
 }

@@ -1,8 +1,8 @@
-//! The simulated operator: topic administration over the Kafka protocol (`kafka_admin`),
-//! metadata proposals (reassignment, decommissioning) and reads over the internal protocol, the
-//! admin workload that creates, grows and deletes topics and reassigns replicas while the
-//! nemesis works, and the sampler that records `replicas` samples for the `quorum_durable`
-//! checker.
+//! The simulated operator: topic administration and reassignments over the Kafka protocol
+//! (`kafka_admin`), metadata proposals (decommissioning, which Kafka has no request for) and
+//! reads over the internal protocol, the admin workload that creates, grows and deletes topics
+//! and reassigns replicas while the nemesis works, and the sampler that records `replicas`
+//! samples for the `quorum_durable` checker.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,6 +34,11 @@ use crate::recorder::Recorder;
 use crate::workload;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the operator follows an accepted reassignment with ListPartitionReassignments
+/// before it goes on with other work (the reassignment goes on regardless).
+const REASSIGN_WATCH_MAX: Duration = Duration::from_secs(3);
+/// Pause between two ListPartitionReassignments requests.
+const REASSIGN_POLL: Duration = Duration::from_millis(250);
 
 /// The outcome of a proposal as the operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,11 +188,12 @@ pub async fn create_workload_topic(
     Err("topic t could not be created".into())
 }
 
-/// Topic churn and reassignments until `deadline_ns`: creates, grows and deletes topics over
-/// the Kafka protocol (CreateTopics, CreatePartitions, DeleteTopics), moves the workload
-/// partition (`group`) and other partitions to random replica sets, and now and then
-/// decommissions a node (these two through the metadata group: Kafka's reassignment API is not
-/// served).
+/// Topic churn and reassignments until `deadline_ns`, all over the Kafka protocol but
+/// decommissioning: creates, grows and deletes topics (CreateTopics, CreatePartitions,
+/// DeleteTopics), moves the workload partition (`group`, `t`-0) and other partitions to random
+/// replica sets (AlterPartitionReassignments, then ListPartitionReassignments until the move is
+/// no longer listed, for at most [`REASSIGN_WATCH_MAX`]), and now and then decommissions a node
+/// (through the metadata group: Kafka has no request for it).
 #[allow(clippy::too_many_arguments)]
 pub async fn admin_workload(
     seed: u64,
@@ -247,25 +253,67 @@ pub async fn admin_workload(
                     .await;
             }
             _ => {
-                let target_group = if roll == 9 {
+                let (target_group, topic, partition) = if roll == 9 {
                     let Some(v) = any_view(&transport, &nodes).await else { continue };
-                    let groups: Vec<u64> = v.metadata.groups.keys().copied().filter(|g| *g != group).collect();
-                    if groups.is_empty() {
+                    let others: Vec<(u64, &(String, u32))> =
+                        v.metadata.groups.iter().filter(|(g, _)| **g != group).map(|(g, tp)| (*g, tp)).collect();
+                    if others.is_empty() {
                         continue;
                     }
-                    groups[rng.gen_range(0..groups.len())]
+                    let (g, (topic, partition)) = others[rng.gen_range(0..others.len())];
+                    (g, topic.clone(), *partition)
                 } else {
-                    group
+                    (group, "t".to_string(), 0)
                 };
                 let mut replicas = nodes.clone();
                 replicas.shuffle(&mut rng);
                 replicas.truncate(3);
-                let d = [("group", Value::from(target_group)), ("replicas", Value::from(replicas.clone()))];
-                let cmd = Command::Reassign { group: target_group, replicas };
-                admin_op(&transport, &nodes, &recorder, process, "reassign", &d, &cmd).await;
+                let d = [
+                    ("group", Value::from(target_group)),
+                    ("topic", Value::from(topic.clone())),
+                    ("partition", Value::from(partition)),
+                    ("replicas", Value::from(replicas.clone())),
+                ];
+                let request = kafka_admin::alter_reassignment(&mut client, &topic, partition, &replicas);
+                if let AdminOutcome::Ok(_) = kafka_admin_op(&recorder, process, "reassign", &d, request).await {
+                    watch_reassignment(&mut client, &recorder, process, &topic, partition, deadline_ns).await;
+                }
             }
         }
     }
+}
+
+/// Follows an accepted reassignment as an operator verifying it would: ListPartitionReassignments
+/// until the partition is no longer listed (`ok`), or [`REASSIGN_WATCH_MAX`] or the workload's
+/// end passed (`info`, with what was listed last). Recorded as one `list-reassignments`
+/// operation.
+async fn watch_reassignment(
+    client: &mut KafkaClient,
+    recorder: &Recorder,
+    process: u64,
+    topic: &str,
+    partition: u32,
+    deadline_ns: u64,
+) {
+    let d = [("topic", Value::from(topic)), ("partition", Value::from(partition))];
+    let started = madsim::time::Instant::now();
+    let watch = async {
+        loop {
+            let last = match kafka_admin::list_reassignment(client, topic, partition).await {
+                Ok(None) => return AdminOutcome::Ok(format!("complete within {} ms", started.elapsed().as_millis())),
+                Ok(Some(moving)) => moving,
+                Err(e) => e,
+            };
+            if started.elapsed() >= REASSIGN_WATCH_MAX || recorder.elapsed_ns() >= deadline_ns {
+                return AdminOutcome::Unknown(format!(
+                    "not seen complete within {} ms; last answer: {last}",
+                    started.elapsed().as_millis()
+                ));
+            }
+            madsim::time::sleep(REASSIGN_POLL).await;
+        }
+    };
+    kafka_admin_op(recorder, process, "list-reassignments", &d, watch).await;
 }
 
 /// Records a `replicas` sample of `group` every `every` until `deadline_ns` (see

@@ -225,6 +225,12 @@ impl Member {
                         Some(p) => {
                             position = Some(p);
                             acked = Some(p);
+                            // The coordinator holds it committed: as good as an acknowledged
+                            // commit for the drain. (A commit whose answer was lost but which
+                            // applied is not made again once caught up, so without this the
+                            // drain would wait for an acknowledgement that never comes: seed
+                            // 50 of the cluster shape, once the operator reassigned over Kafka.)
+                            self.drain.committed(p);
                             p
                         }
                         None => {

@@ -19,10 +19,11 @@
 //! - `idempotent`: idempotent producers (InitProducerId, sequence numbers, the same batch resent
 //!   until acknowledged) (madsim only).
 //! - `workload`: producers following redirects, replica reads (madsim only).
-//! - [`kafka_admin`]: the operator's CreateTopics, DeleteTopics and CreatePartitions requests
-//!   over the Kafka protocol, and what their answers mean for the history.
-//! - `admin`: the simulated operator (topic churn over Kafka, reassignments and
-//!   decommissioning over the metadata group) and the replica sampler (madsim only).
+//! - [`kafka_admin`]: the operator's CreateTopics, DeleteTopics, CreatePartitions,
+//!   AlterPartitionReassignments and ListPartitionReassignments requests over the Kafka
+//!   protocol, and what their answers mean for the history.
+//! - `admin`: the simulated operator (topic churn and reassignments over Kafka, decommissioning
+//!   over the metadata group) and the replica sampler (madsim only).
 //! - `scenario`: one seed from start to verdict (madsim only).
 //!
 //! Everything that needs madsim is compiled only with `--cfg madsim`; `sim/run` builds that way.
