@@ -8,6 +8,7 @@
 //! round trip. Then one violation is planted, and the checker guarding it must name it.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use keel_checker::checkers::{
     acked_not_lost, commit_monotonic, failed_not_present, group_at_least_once, idempotent_no_duplicates,
@@ -214,6 +215,13 @@ const GROUP_BASE: u64 = 500;
 /// construction: members commit after processing, and every session resumes from the
 /// coordinator's committed offset (which an unknown-but-applied commit moves too).
 fn with_group(g: Generated, steps: &[GroupStep]) -> Vec<Event> {
+    with_group_ordered(g, steps, false)
+}
+
+/// [`with_group`], or with `commit_first` the member of `canary-commit-before-processing` (the
+/// simulation's group member under that canary): it commits a fetched chunk's end offset before
+/// processing it, so `crash` 1 dies after committing and before processing.
+fn with_group_ordered(g: Generated, steps: &[GroupStep], commit_first: bool) -> Vec<Event> {
     struct Writer {
         events: Vec<Event>,
         now_ns: u64,
@@ -247,12 +255,17 @@ fn with_group(g: Generated, steps: &[GroupStep]) -> Vec<Event> {
         }
         let batch: Vec<Record> = log[at..(at + step.chunk).min(log.len())].to_vec();
         let end = batch.last().map_or(0, |r| r.offset + 1);
-        if step.crash != 0 {
+        let (process_if, commit_if) =
+            if commit_first { (step.crash > 1, step.crash != 0) } else { (step.crash != 0, step.crash > 1) };
+        let processing = |w: &mut Writer, batch: Vec<Record>| {
             let invoke = GroupProcess { group: "g".into(), partition: PARTITION.into(), records: vec![] };
             w.push(process, EventType::Invoke, Op::GroupProcess(invoke.clone()));
             w.push(process, EventType::Ok, Op::GroupProcess(GroupProcess { records: batch, ..invoke }));
+        };
+        if process_if && !commit_first {
+            processing(&mut w, batch.clone());
         }
-        if step.crash > 1 {
+        if commit_if {
             let op = Op::GroupCommit(GroupCommit { group: "g".into(), partition: PARTITION.into(), offset: end });
             w.push(process, EventType::Invoke, op.clone());
             let kind = match step.outcome {
@@ -265,6 +278,9 @@ fn with_group(g: Generated, steps: &[GroupStep]) -> Vec<Event> {
             }
             w.push(process, kind, op);
             at += step.chunk;
+        }
+        if process_if && commit_first {
+            processing(&mut w, batch);
         }
         if step.crash <= 2 {
             process += 1;
@@ -442,6 +458,42 @@ proptest! {
         let history = build(with_group(g, &steps));
         let verdicts = check_all(&history);
         prop_assert!(verdicts.iter().all(|v| v.ok), "{}", report(&history, &verdicts));
+    }
+
+    /// The consumer of `canary-commit-before-processing` (which lives in the simulation's group
+    /// member): once it dies between a successful commit and the processing of a chunk holding
+    /// an acknowledged record, `group_at_least_once` must fail.
+    #[test]
+    fn a_consumer_group_committing_before_processing_is_caught(g in valid_history(), steps in group_steps()) {
+        let log = match &g.events[final_read(&g.events, 2)].op {
+            Op::Read(r) => r.records.clone(),
+            other => panic!("not a read: {other:?}"),
+        };
+        let events = with_group_ordered(g, &steps, true);
+        // The simple oracle: an acknowledged record below the highest acknowledged commit that
+        // no member processed.
+        let top = events
+            .iter()
+            .filter_map(|e| match (&e.op, e.kind) {
+                (Op::GroupCommit(c), EventType::Ok) => Some(c.offset),
+                _ => None,
+            })
+            .max();
+        let processed: BTreeSet<&str> = events
+            .iter()
+            .filter_map(|e| match (&e.op, e.kind) {
+                (Op::GroupProcess(p), EventType::Ok) => Some(p.records.iter().map(|r| r.value.as_str())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let skipped = log.iter().any(|r| {
+            top.is_some_and(|t| r.offset < t) && !processed.contains(r.value.as_str()) && ack_of(&events, &r.value).is_some()
+        });
+        prop_assume!(skipped);
+        let history = build(events);
+        let verdict = group_at_least_once::check(&history);
+        prop_assert!(!verdict.ok, "group_at_least_once missed a commit before processing\n{}", history.to_jsonl());
     }
 
     #[test]
