@@ -15,31 +15,24 @@
 //!   exit code 1, no panic.
 #![cfg(not(madsim))]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::io::BufRead;
 use std::io::BufReader;
 use std::io::Write;
-use std::path::Path;
 use std::process::Child;
 use std::process::Command;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use keel_core::log::LogConfig;
-use keel_core::storage::fs::FsStorage;
-use keel_node::kafka::BrokerConfig;
-use keel_node::kafka::KafkaConfig;
-use keel_node::node::ControlTiming;
-use keel_node::node::Node;
-use keel_node::node::NodeConfig;
-use keel_node::partition::LogObserver;
-use keel_node::partition::ReplicaConfig;
 use keel_node::raft::RaftTiming;
-use keel_node::transport::TransportConfig;
 use serde_json::Value;
+
+use support::Cluster;
+use support::Options;
 
 const CLUSTER: &str = "keel-cli-bench";
 /// Bound on every `keel` command the tests run.
@@ -48,61 +41,14 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// One cluster at a time: CI has 2 cores.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
-}
-
-fn config(id: u64, data: &Path, peers: &BTreeMap<u64, String>, kafka: &BTreeMap<u64, String>) -> NodeConfig {
-    let timing = RaftTiming { heartbeat_ms: 100, election_timeout_min_ms: 600, election_timeout_max_ms: 1200 };
-    NodeConfig {
-        id,
-        data_dir: data.join(format!("node-{id}")),
-        addr: peers[&id].clone(),
-        kafka_addr: kafka[&id].clone(),
-        rack: None,
-        voters: peers.clone(),
-        default_replication_factor: 3,
-        replica: ReplicaConfig::new(LogConfig::default(), keel_node::raft::config(CLUSTER, timing).expect("raft")),
-        metadata_raft: keel_node::raft::metadata_config(CLUSTER, timing).expect("raft"),
-        transport: TransportConfig::new(CLUSTER),
-        heartbeat_batch: Default::default(),
-        timing: ControlTiming { reconcile_ms: 100, gossip_ms: 100, rebalance_ms: 200, leader_settle_ms: 1000 },
-    }
-}
-
-struct Cluster {
-    _nodes: Vec<Arc<Node>>,
-    bootstrap: String,
-    _data: tempfile::TempDir,
-}
-
 async fn start_cluster() -> Cluster {
-    let data = tempfile::tempdir().expect("tempdir");
-    let peers: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
-    let kafka: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        let listener = tokio::net::TcpListener::bind(&peers[&id]).await.expect("bind");
-        let node =
-            Node::start(config(id, data.path(), &peers, &kafka), Arc::new(FsStorage), listener, Arc::new(LogObserver))
-                .await
-                .expect("start");
-        let kafka_listener = tokio::net::TcpListener::bind(&kafka[&id]).await.expect("bind kafka");
-        let settings = KafkaConfig {
-            broker: BrokerConfig { auto_create_topics_enable: false, ..BrokerConfig::default() },
-            ..KafkaConfig::default()
-        };
-        tokio::spawn(keel_node::kafka::serve(node.clone(), kafka_listener, settings));
-        nodes.push(node);
-    }
-    let bootstrap = kafka.values().cloned().collect::<Vec<_>>().join(",");
-    let cluster = Cluster { _nodes: nodes, bootstrap, _data: data };
+    let timing = RaftTiming { heartbeat_ms: 100, election_timeout_min_ms: 600, election_timeout_max_ms: 1200 };
+    let cluster = Cluster::start(Options { timing, ..Options::new(CLUSTER) }).await;
     // Ready once a replication-factor-3 topic can be created and has leaders: every node has
     // registered.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let probe = keel(&cluster.bootstrap, &["topic", "create", "probe", "--partitions", "1"], None).await;
+        let probe = keel(&cluster.bootstrap(), &["topic", "create", "probe", "--partitions", "1"], None).await;
         if probe.code == Some(0) {
             break;
         }
@@ -196,7 +142,7 @@ fn u64_of(v: &Value, key: &str) -> u64 {
 async fn bench_produce_then_bench_consume_count_exactly_what_the_topic_holds() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let c = start_cluster().await;
-    let b = &c.bootstrap;
+    let b = &c.bootstrap();
     let produce = keel(
         b,
         &[
@@ -310,7 +256,7 @@ fn assert_all_below(records: &BTreeMap<(i64, i64), String>, commits: &BTreeMap<i
 async fn group_members_in_turn_resume_at_the_committed_offsets() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let c = start_cluster().await;
-    let b = c.bootstrap.clone();
+    let b = c.bootstrap();
     keel(&b, &["topic", "create", "orders", "--partitions", "3"], None).await.assert_ok("topic create");
     let lines: String = (0..900).map(|i| format!("k{}:v{i}\n", i % 7)).collect();
     keel(&b, &["produce", "orders", "--key-separator", ":"], Some(lines)).await.assert_ok("produce");
@@ -388,8 +334,8 @@ async fn group_members_in_turn_resume_at_the_committed_offsets() {
 async fn bad_input_is_a_clear_error_and_a_failing_exit() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let c = start_cluster().await;
-    let b = c.bootstrap.clone();
-    let unreachable = free_addr();
+    let b = c.bootstrap();
+    let unreachable = support::free_addr();
     let cases: Vec<(Vec<&str>, &str, &str)> = vec![
         (vec!["bench", "consume", "--topic", "no-such-topic"], b.as_str(), "no such topic"),
         (vec!["bench", "produce", "--topic", "t", "--message-bytes", "0"], b.as_str(), "--message-bytes 0"),

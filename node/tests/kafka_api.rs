@@ -4,9 +4,8 @@
 //! closed connection, while acknowledged data stays intact.
 #![cfg(not(madsim))]
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 use std::time::Instant;
 
@@ -61,20 +60,12 @@ use kafka_protocol::protocol::Decodable;
 use kafka_protocol::protocol::Encodable;
 use kafka_protocol::protocol::StrBytes;
 use keel_core::batch;
-use keel_core::log::LogConfig;
-use keel_core::storage::fs::FsStorage;
-use keel_node::kafka::BrokerConfig;
-use keel_node::kafka::KafkaConfig;
-use keel_node::node::ControlTiming;
-use keel_node::node::Node;
-use keel_node::node::NodeConfig;
-use keel_node::partition::LogObserver;
-use keel_node::partition::ReplicaConfig;
-use keel_node::raft::RaftTiming;
-use keel_node::transport::TransportConfig;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use support::Cluster;
+use support::Options;
 
 const CLUSTER: &str = "keel-kafka-api";
 /// `message.max.bytes` of the test brokers: small, so MESSAGE_TOO_LARGE is cheap to provoke.
@@ -97,59 +88,10 @@ const INVALID_CONFIG: i16 = 40;
 const INVALID_REQUEST: i16 = 42;
 const INVALID_RECORD: i16 = 87;
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
-}
-
-fn config(id: u64, data: &Path, peers: &BTreeMap<u64, String>, kafka: &BTreeMap<u64, String>) -> NodeConfig {
-    let timing = RaftTiming { heartbeat_ms: 50, election_timeout_min_ms: 300, election_timeout_max_ms: 600 };
-    NodeConfig {
-        id,
-        data_dir: data.join(format!("node-{id}")),
-        addr: peers[&id].clone(),
-        kafka_addr: kafka[&id].clone(),
-        rack: None,
-        voters: peers.clone(),
-        default_replication_factor: 3,
-        replica: ReplicaConfig::new(LogConfig::default(), keel_node::raft::config(CLUSTER, timing).expect("raft")),
-        metadata_raft: keel_node::raft::metadata_config(CLUSTER, timing).expect("raft"),
-        transport: TransportConfig::new(CLUSTER),
-        heartbeat_batch: Default::default(),
-        timing: ControlTiming { reconcile_ms: 100, gossip_ms: 100, rebalance_ms: 200, leader_settle_ms: 1000 },
-    }
-}
-
-struct Cluster {
-    nodes: BTreeMap<u64, Arc<Node>>,
-    kafka: BTreeMap<u64, String>,
-    _data: tempfile::TempDir,
-}
-
 async fn start_cluster() -> Cluster {
-    let data = tempfile::tempdir().expect("tempdir");
-    let peers: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
-    let kafka: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
-    let mut nodes = BTreeMap::new();
-    for id in 1..=3 {
-        let listener = tokio::net::TcpListener::bind(&peers[&id]).await.expect("bind");
-        let node =
-            Node::start(config(id, data.path(), &peers, &kafka), Arc::new(FsStorage), listener, Arc::new(LogObserver))
-                .await
-                .expect("start");
-        let kafka_listener = tokio::net::TcpListener::bind(&kafka[&id]).await.expect("bind kafka");
-        let settings = KafkaConfig {
-            broker: BrokerConfig {
-                auto_create_topics_enable: false,
-                message_max_bytes: MESSAGE_MAX,
-                ..BrokerConfig::default()
-            },
-            ..KafkaConfig::default()
-        };
-        tokio::spawn(keel_node::kafka::serve(node.clone(), kafka_listener, settings));
-        nodes.insert(id, node);
-    }
-    Cluster { nodes, kafka, _data: data }
+    let mut options = Options::new(CLUSTER);
+    options.broker.message_max_bytes = MESSAGE_MAX;
+    Cluster::start(options).await
 }
 
 /// Waits until all three nodes have registered: Metadata lists them, and a topic of

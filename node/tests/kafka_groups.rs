@@ -5,9 +5,9 @@
 //! offsets and group membership surviving the coordinator's node going away.
 #![cfg(not(madsim))]
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,18 +60,10 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::protocol::Encodable;
 use kafka_protocol::protocol::StrBytes;
 use keel_core::batch;
-use keel_core::log::LogConfig;
-use keel_core::storage::fs::FsStorage;
-use keel_node::kafka::BrokerConfig;
-use keel_node::kafka::KafkaConfig;
 use keel_node::kafka_client::KafkaClient;
-use keel_node::node::ControlTiming;
-use keel_node::node::Node;
-use keel_node::node::NodeConfig;
-use keel_node::partition::LogObserver;
-use keel_node::partition::ReplicaConfig;
-use keel_node::raft::RaftTiming;
-use keel_node::transport::TransportConfig;
+
+use support::Cluster;
+use support::Options;
 
 const CLUSTER: &str = "keel-kafka-groups";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,61 +83,12 @@ const NON_EMPTY_GROUP: i16 = 68;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
-}
-
-fn config(id: u64, data: &Path, peers: &BTreeMap<u64, String>, kafka: &BTreeMap<u64, String>) -> NodeConfig {
-    let timing = RaftTiming { heartbeat_ms: 50, election_timeout_min_ms: 300, election_timeout_max_ms: 600 };
-    NodeConfig {
-        id,
-        data_dir: data.join(format!("node-{id}")),
-        addr: peers[&id].clone(),
-        kafka_addr: kafka[&id].clone(),
-        rack: None,
-        voters: peers.clone(),
-        default_replication_factor: 3,
-        replica: ReplicaConfig::new(LogConfig::default(), keel_node::raft::config(CLUSTER, timing).expect("raft")),
-        metadata_raft: keel_node::raft::metadata_config(CLUSTER, timing).expect("raft"),
-        transport: TransportConfig::new(CLUSTER),
-        heartbeat_batch: Default::default(),
-        timing: ControlTiming { reconcile_ms: 100, gossip_ms: 100, rebalance_ms: 200, leader_settle_ms: 1000 },
-    }
-}
-
-struct Cluster {
-    nodes: BTreeMap<u64, Arc<Node>>,
-    kafka: BTreeMap<u64, String>,
-    _data: tempfile::TempDir,
-}
-
 async fn start_cluster() -> Cluster {
-    let data = tempfile::tempdir().expect("tempdir");
-    let peers: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
-    let kafka: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
-    let mut nodes = BTreeMap::new();
-    for id in 1..=3 {
-        let listener = tokio::net::TcpListener::bind(&peers[&id]).await.expect("bind");
-        let node =
-            Node::start(config(id, data.path(), &peers, &kafka), Arc::new(FsStorage), listener, Arc::new(LogObserver))
-                .await
-                .expect("start");
-        let kafka_listener = tokio::net::TcpListener::bind(&kafka[&id]).await.expect("bind kafka");
-        let settings = KafkaConfig {
-            broker: BrokerConfig {
-                auto_create_topics_enable: false,
-                offsets_topic_num_partitions: 2,
-                group_initial_rebalance_delay_ms: 0,
-                group_min_session_timeout_ms: 1_000,
-                ..BrokerConfig::default()
-            },
-            ..KafkaConfig::default()
-        };
-        tokio::spawn(keel_node::kafka::serve(node.clone(), kafka_listener, settings));
-        nodes.insert(id, node);
-    }
-    Cluster { nodes, kafka, _data: data }
+    let mut options = Options::new(CLUSTER);
+    options.broker.offsets_topic_num_partitions = 2;
+    options.broker.group_initial_rebalance_delay_ms = 0;
+    options.broker.group_min_session_timeout_ms = 1_000;
+    Cluster::start(options).await
 }
 
 fn s(v: &str) -> StrBytes {

@@ -10,9 +10,8 @@
 //! metadata group, as a client that does not know the controller sends them.
 #![cfg(not(madsim))]
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 use std::time::Instant;
 
@@ -32,20 +31,12 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::list_partition_reassignments_response::OngoingPartitionReassignment;
 use keel_core::batch;
-use keel_core::log::LogConfig;
-use keel_core::storage::fs::FsStorage;
-use keel_node::kafka::BrokerConfig;
-use keel_node::kafka::KafkaConfig;
 use keel_node::kafka_client::KafkaClient;
 use keel_node::kafka_client::split_batches;
 use keel_node::kafka_client::topic_name;
-use keel_node::node::ControlTiming;
-use keel_node::node::Node;
-use keel_node::node::NodeConfig;
-use keel_node::partition::LogObserver;
-use keel_node::partition::ReplicaConfig;
-use keel_node::raft::RaftTiming;
-use keel_node::transport::TransportConfig;
+
+use support::Cluster;
+use support::Options;
 
 const CLUSTER: &str = "keel-kafka-reassign";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,63 +51,6 @@ const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const INVALID_REQUEST: i16 = 42;
 const REASSIGNMENT_IN_PROGRESS: i16 = 60;
 const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
-}
-
-fn config(id: u64, data: &Path, peers: &BTreeMap<u64, String>, kafka: &BTreeMap<u64, String>) -> NodeConfig {
-    let timing = RaftTiming { heartbeat_ms: 50, election_timeout_min_ms: 300, election_timeout_max_ms: 600 };
-    NodeConfig {
-        id,
-        data_dir: data.join(format!("node-{id}")),
-        addr: peers[&id].clone(),
-        kafka_addr: kafka[&id].clone(),
-        rack: None,
-        voters: peers.clone(),
-        default_replication_factor: 3,
-        replica: ReplicaConfig::new(LogConfig::default(), keel_node::raft::config(CLUSTER, timing).expect("raft")),
-        metadata_raft: keel_node::raft::metadata_config(CLUSTER, timing).expect("raft"),
-        transport: TransportConfig::new(CLUSTER),
-        heartbeat_batch: Default::default(),
-        timing: ControlTiming { reconcile_ms: 100, gossip_ms: 100, rebalance_ms: 200, leader_settle_ms: 1000 },
-    }
-}
-
-struct Cluster {
-    nodes: BTreeMap<u64, Arc<Node>>,
-    kafka: BTreeMap<u64, String>,
-    _data: tempfile::TempDir,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let data = tempfile::tempdir().expect("tempdir");
-        let peers: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
-        let kafka: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
-        let mut nodes = BTreeMap::new();
-        for id in 1..=3 {
-            let listener = tokio::net::TcpListener::bind(&peers[&id]).await.expect("bind");
-            let config = config(id, data.path(), &peers, &kafka);
-            let node = Node::start(config, Arc::new(FsStorage), listener, Arc::new(LogObserver)).await.expect("start");
-            let kafka_listener = tokio::net::TcpListener::bind(&kafka[&id]).await.expect("bind kafka");
-            let settings = KafkaConfig {
-                broker: BrokerConfig { auto_create_topics_enable: false, ..BrokerConfig::default() },
-                ..KafkaConfig::default()
-            };
-            tokio::spawn(keel_node::kafka::serve(node.clone(), kafka_listener, settings));
-            nodes.insert(id, node);
-        }
-        Cluster { nodes, kafka, _data: data }
-    }
-
-    async fn shutdown(&self) {
-        for node in self.nodes.values() {
-            node.shutdown().await;
-        }
-    }
-}
 
 /// A client of one broker; every call must be answered.
 struct Client {
@@ -257,7 +191,7 @@ fn two_others(controller: u64) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reassignment_over_kafka_moves_the_replicas_with_the_data() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start(Options::new(CLUSTER)).await;
     let mut c = Client::new(&cluster.kafka[&1]);
     let versions = c.call(3, &ApiVersionsRequest::default()).await;
     for (api, max) in [(ApiKey::AlterPartitionReassignments, 1), (ApiKey::ListPartitionReassignments, 0)] {
@@ -338,7 +272,7 @@ async fn a_reassignment_over_kafka_moves_the_replicas_with_the_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_reassignments_are_refused_and_one_in_flight_is_neither_replaced_nor_cancelled() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start(Options::new(CLUSTER)).await;
     let mut c = Client::new(&cluster.kafka[&1]);
     c.create_topic("fixed", 2, 2).await;
     let (zero, _) = c.replicas("fixed", 0).await;

@@ -9,9 +9,9 @@
 //! 400 without hurting the node (docs/observability.md).
 #![cfg(not(madsim))]
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,22 +24,16 @@ use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartitio
 use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic;
 use kafka_protocol::protocol::StrBytes;
 use keel_core::batch;
-use keel_core::log::LogConfig;
-use keel_core::storage::fs::FsStorage;
-use keel_node::kafka::KafkaConfig;
+use keel_node::kafka::BrokerConfig;
 use keel_node::kafka_client::KafkaClient;
 use keel_node::kafka_client::topic_name;
-use keel_node::node::ControlTiming;
-use keel_node::node::Node;
-use keel_node::node::NodeConfig;
-use keel_node::partition::LogObserver;
-use keel_node::partition::ReplicaConfig;
-use keel_node::raft::RaftTiming;
-use keel_node::transport::TransportConfig;
 use prometheus_parse::Scrape;
 use prometheus_parse::Value;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
+
+use support::Cluster;
+use support::Options;
 
 const CLUSTER: &str = "keel-metrics";
 const TOPIC: &str = "metered";
@@ -51,57 +45,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const GROUP: &str = "metered-readers";
 const GROUP_COMMITTED: i64 = 5;
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
-}
-
-fn config(id: u64, data: &Path, peers: &BTreeMap<u64, String>, kafka: &BTreeMap<u64, String>) -> NodeConfig {
-    let timing = RaftTiming { heartbeat_ms: 50, election_timeout_min_ms: 300, election_timeout_max_ms: 600 };
-    NodeConfig {
-        id,
-        data_dir: data.join(format!("node-{id}")),
-        addr: peers[&id].clone(),
-        kafka_addr: kafka[&id].clone(),
-        rack: None,
-        voters: peers.clone(),
-        default_replication_factor: 3,
-        replica: ReplicaConfig::new(LogConfig::default(), keel_node::raft::config(CLUSTER, timing).expect("raft")),
-        metadata_raft: keel_node::raft::metadata_config(CLUSTER, timing).expect("raft"),
-        transport: TransportConfig::new(CLUSTER),
-        heartbeat_batch: Default::default(),
-        timing: ControlTiming { reconcile_ms: 100, gossip_ms: 100, rebalance_ms: 200, leader_settle_ms: 1000 },
-    }
-}
-
-struct Cluster {
-    nodes: Vec<Arc<Node>>,
-    kafka: Vec<String>,
-    /// Node id → HTTP address.
-    http: BTreeMap<u64, String>,
-    _data: tempfile::TempDir,
-}
-
 async fn start_cluster() -> Cluster {
-    let data = tempfile::tempdir().expect("tempdir");
-    let peers: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
-    let kafka: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_addr())).collect();
-    let mut nodes = Vec::new();
-    let mut http = BTreeMap::new();
-    for id in 1..=3 {
-        let listener = tokio::net::TcpListener::bind(&peers[&id]).await.expect("bind");
-        let node =
-            Node::start(config(id, data.path(), &peers, &kafka), Arc::new(FsStorage), listener, Arc::new(LogObserver))
-                .await
-                .expect("start");
-        let kafka_listener = tokio::net::TcpListener::bind(&kafka[&id]).await.expect("bind kafka");
-        tokio::spawn(keel_node::kafka::serve(node.clone(), kafka_listener, KafkaConfig::default()));
-        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-        http.insert(id, http_listener.local_addr().expect("addr").to_string());
-        tokio::spawn(keel_node::http::serve(node.clone(), http_listener, Default::default()));
-        nodes.push(node);
-    }
-    Cluster { nodes, kafka: kafka.into_values().collect(), http, _data: data }
+    // Kafka's defaults, topics created on first use included.
+    Cluster::start(Options { broker: BrokerConfig::default(), ..Options::new(CLUSTER) }).await
 }
 
 /// One raw HTTP exchange: (status code, headers, body).
@@ -228,7 +174,7 @@ async fn produce_all(client: &mut KafkaClient, partition: i32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_parse_as_prometheus_text_and_track_the_cluster() {
     let c = start_cluster().await;
-    let mut client = KafkaClient::new("metrics-test", c.kafka.clone(), 0);
+    let mut client = KafkaClient::new("metrics-test", c.kafka.values().cloned().collect(), 0);
     create_topic(&mut client).await;
 
     let before: BTreeMap<u64, Scrape> = {
@@ -382,7 +328,7 @@ async fn check_status_json_and_errors(c: &Cluster) {
 /// With node 3 stopped, every partition of the topic (replicated on all three nodes) is
 /// under-replicated, counted once, by its leader among the two left; each sees 2 nodes live.
 async fn check_under_replicated_after_a_node_stops(c: &Cluster) {
-    c.nodes[2].shutdown().await;
+    c.nodes[&3].shutdown().await;
     let mut last = String::new();
     for _ in 0..100 {
         let mut under = 0.0;
