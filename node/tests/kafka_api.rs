@@ -237,6 +237,28 @@ async fn leader_of(conn: &mut Conn, topic: &str, partition: i32) -> (u64, u64) {
     panic!("no leader for {topic}/{partition}");
 }
 
+/// Produces `records` (acks=all) to the leader of `topic`-`partition` as Metadata names it,
+/// asking again while leadership is still moving (a new partition's first leader may hand over
+/// to its preferred one). Answers the leader, a connection to it and the batch's offset.
+async fn produce_at_leader(
+    cluster: &Cluster,
+    conn: &mut Conn,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+) -> (u64, Conn, i64) {
+    for _ in 0..100 {
+        let (leader, _) = leader_of(conn, topic, partition).await;
+        let mut p = Conn::open(&cluster.kafka[&leader]).await;
+        match produce_one(&mut p, topic, partition, -1, records.clone()).await {
+            (NONE, offset) => return (leader, p, offset),
+            (NOT_LEADER_OR_FOLLOWER, _) => tokio::time::sleep(Duration::from_millis(100)).await,
+            (code, _) => panic!("produce to {topic}-{partition} refused with {code}"),
+        }
+    }
+    panic!("leadership of {topic}-{partition} never settled");
+}
+
 async fn create_topic(conn: &mut Conn, topic: &str, partitions: i32, rf: i16, validate_only: bool) -> i16 {
     let req =
         CreateTopicsRequest::default().with_timeout_ms(30_000).with_validate_only(validate_only).with_topics(vec![
@@ -526,11 +548,8 @@ async fn malformed_frames_close_only_their_connection_and_lose_nothing() {
     let mut c = Conn::open(&addr).await;
     wait_for_brokers(&mut c).await;
     assert_eq!(create_topic(&mut c, "safe", 1, 3, false).await, NONE);
-    let (leader, _) = leader_of(&mut c, "safe", 0).await;
+    let (leader, mut p, acked) = produce_at_leader(&cluster, &mut c, "safe", 0, record_batch(&["kept"], 1)).await;
     let leader_addr = cluster.kafka[&leader].clone();
-    let mut p = Conn::open(&leader_addr).await;
-    let (code, acked) = produce_one(&mut p, "safe", 0, -1, record_batch(&["kept"], 1)).await;
-    assert_eq!(code, NONE);
 
     // A length past the 100 MiB limit, a negative length, a frame too short for a header, an
     // unknown API key, an API Keel does not serve, garbage after a valid header.
