@@ -36,10 +36,6 @@ const SESSION_MS: u64 = 10_000;
 const REBALANCE_MS: u64 = 20_000;
 const CONSUMERS: usize = 4;
 
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default)
-}
-
 #[derive(Debug, Clone)]
 enum Op {
     Join(usize),
@@ -297,7 +293,7 @@ impl World {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: keel_proptests::cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn group_membership_invariants(initial_delay in prop_oneof![Just(0u64), Just(3_000u64)], ops in prop::collection::vec(op(), 1..200)) {

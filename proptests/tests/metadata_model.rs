@@ -622,7 +622,7 @@ fn run(default_rf: u16, initial: Vec<Option<usize>>, ops: Vec<Op>) -> Result<(),
 proptest! {
     // 512 cases by default (a few seconds); `PROPTEST_CASES=20000` for a longer hunt.
     #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(512),
+        keel_proptests::cases(512),
     ))]
 
     /// Protects the metadata state machine's contract under any sequence of commands: the model

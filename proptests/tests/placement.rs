@@ -11,10 +11,6 @@ use keel_core::metadata::placement;
 use keel_core::metadata::{Command, MetaError, MetadataState, NodeId};
 use proptest::prelude::*;
 
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default)
-}
-
 /// Applies commands in order, each at the next index; every one must be accepted.
 struct Cluster {
     state: MetadataState,
@@ -124,7 +120,7 @@ fn busy_cluster() -> impl Strategy<Value = Busy> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(1024)))]
+    #![proptest_config(ProptestConfig::with_cases(keel_proptests::cases(1024)))]
 
     /// Protects the placement rules on any cluster: every new set has `rf` distinct eligible
     /// nodes (never two replicas of a partition on one node, never a draining node), and `rf`

@@ -181,7 +181,7 @@ async fn run(seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
 proptest! {
     // 64 cases by default; `PROPTEST_CASES=5000` for a longer hunt.
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64),
+        cases: keel_proptests::cases(64),
         ..ProptestConfig::default()
     })]
 

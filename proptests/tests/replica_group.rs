@@ -456,8 +456,8 @@ proptest! {
     // `PROPTEST_CASES=100` for a longer hunt. Shrinking a failure re-runs cases, so it is
     // bounded in time.
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(6),
-        max_shrink_time: std::env::var("PROPTEST_MAX_SHRINK_TIME").ok().and_then(|t| t.parse().ok()).unwrap_or(60_000),
+        cases: keel_proptests::cases(6),
+        max_shrink_time: keel_proptests::max_shrink_time_ms(60_000),
         ..ProptestConfig::default()
     })]
 
