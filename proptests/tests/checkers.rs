@@ -240,10 +240,7 @@ fn with_group_ordered(g: Generated, steps: &[GroupStep], commit_first: bool) -> 
             log.iter().position(|r| r.offset >= from).unwrap_or(log.len())
         }
     }
-    let log = match &g.events[final_read(&g.events, 2)].op {
-        Op::Read(r) => r.records.clone(),
-        other => panic!("not a read: {other:?}"),
-    };
+    let log = final_log(&g.events);
     let now_ns = g.events.last().map_or(0, |e| e.time_ns);
     let mut w = Writer { events: g.events, now_ns };
     let mut committed: Option<u64> = None;
@@ -325,6 +322,25 @@ fn acks(events: &[Event]) -> Vec<(usize, u64)> {
 /// Index of the `ok` event of the final read of node `node + 1` (the history ends with them).
 fn final_read(events: &[Event], node: usize) -> usize {
     events.len() - 2 * (NODES as usize - node) + 1
+}
+
+/// The records of the last node's final read: the whole committed log.
+fn final_log(events: &[Event]) -> Vec<Record> {
+    match &events[final_read(events, 2)].op {
+        Op::Read(r) => r.records.clone(),
+        other => panic!("not a read: {other:?}"),
+    }
+}
+
+/// The highest offset a group commit was acknowledged at.
+fn top_acked_commit(events: &[Event]) -> Option<u64> {
+    events
+        .iter()
+        .filter_map(|e| match (&e.op, e.kind) {
+            (Op::GroupCommit(c), EventType::Ok) => Some(c.offset),
+            _ => None,
+        })
+        .max()
 }
 
 /// (`ok` event, value) of every acknowledged idempotent produce.
@@ -465,20 +481,11 @@ proptest! {
     /// an acknowledged record, `group_at_least_once` must fail.
     #[test]
     fn a_consumer_group_committing_before_processing_is_caught(g in valid_history(), steps in group_steps()) {
-        let log = match &g.events[final_read(&g.events, 2)].op {
-            Op::Read(r) => r.records.clone(),
-            other => panic!("not a read: {other:?}"),
-        };
+        let log = final_log(&g.events);
         let events = with_group_ordered(g, &steps, true);
         // The simple oracle: an acknowledged record below the highest acknowledged commit that
         // no member processed.
-        let top = events
-            .iter()
-            .filter_map(|e| match (&e.op, e.kind) {
-                (Op::GroupCommit(c), EventType::Ok) => Some(c.offset),
-                _ => None,
-            })
-            .max();
+        let top = top_acked_commit(&events);
         let processed: BTreeSet<&str> = events
             .iter()
             .filter_map(|e| match (&e.op, e.kind) {
@@ -499,13 +506,7 @@ proptest! {
     #[test]
     fn a_record_skipped_below_a_group_commit_is_caught(g in valid_history(), steps in group_steps(), pick: usize) {
         let mut events = with_group(g, &steps);
-        let top = events
-            .iter()
-            .filter_map(|e| match (&e.op, e.kind) {
-                (Op::GroupCommit(c), EventType::Ok) => Some(c.offset),
-                _ => None,
-            })
-            .max();
+        let top = top_acked_commit(&events);
         prop_assume!(top.is_some());
         let top = top.unwrap_or_default();
         // Acknowledged records below the top commit, processed exactly once (so removing that
