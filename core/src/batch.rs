@@ -148,9 +148,18 @@ impl BatchHeader {
         })
     }
 
-    /// Number of offsets this batch occupies in the log.
+    /// Number of Kafka offsets this batch takes in a Keel partition log: `lastOffsetDelta + 1`
+    /// for data, 0 for a control batch. Keel's only control batches are Raft's own entries
+    /// (blank, membership; clients cannot produce control batches), and those take no Kafka
+    /// offset, so a partition's offsets stay dense (0, 1, 2, … per record) however often its
+    /// leadership changes. Such a batch is stamped with the offset the next record gets and is
+    /// never served by Fetch.
     pub fn offset_count(&self) -> u64 {
-        self.last_offset_delta as u64 + 1
+        if self.is_control() && !cfg!(feature = "canary-raft-entries-take-offsets") {
+            0
+        } else {
+            self.last_offset_delta as u64 + 1
+        }
     }
 
     /// Offset of the batch's last record.
@@ -458,6 +467,7 @@ mod tests {
         let h = validate(&bytes, 1 << 20).unwrap();
         assert!(h.is_control());
         assert_eq!(parse_control(&bytes).unwrap(), (CONTROL_RAFT_MEMBERSHIP, Bytes::from_static(b"members")));
+        assert_eq!(h.offset_count(), 0, "Raft's own entries take no Kafka offset (dense offsets)");
     }
 
     #[test]

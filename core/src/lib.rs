@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`batch`]: Kafka RecordBatch v2 headers, CRC32C, the offset/epoch stamp, control batches for
 //!   Raft blank and membership entries, a builder and reader for uncompressed batches.
+//! - [`data_format`]: the format marker of a node's data directory (dense offsets are format 2;
+//!   an older directory is refused with a clear message).
 //! - [`storage`]: the storage seam (`Storage`, `StorageFile`), the real file system and the
 //!   simulated one that loses unsynced bytes, tears writes and injects EIO/ENOSPC/latency.
 //! - [`log`]: the segment log of one partition: segments of batches as Fetch serves them, sparse
@@ -18,6 +20,7 @@
 //! through [`storage::Storage`].
 
 pub mod batch;
+pub mod data_format;
 pub mod group;
 pub mod log;
 pub mod metadata;

@@ -109,6 +109,8 @@ pub enum NodeError {
     Config(String),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    DataFormat(#[from] keel_core::data_format::FormatError),
 }
 
 /// Why a routed metadata proposal has no answer.
@@ -185,6 +187,7 @@ impl Node {
         if config.voters.is_empty() {
             return Err(NodeError::NoVoters);
         }
+        keel_core::data_format::check_or_stamp(storage.as_ref(), &config.data_dir)?;
         let metrics = crate::metrics::NodeMetrics::new()?;
         let cell = Arc::new(OnceLock::new());
         let transport = Transport::new(config.id, config.transport.clone(), Arc::new(Dispatch { node: cell.clone() }))?;

@@ -2,7 +2,7 @@
 //!
 //! A generator interprets random steps as a history that is valid by construction: producers
 //! overlap, each produce takes effect at its completion (so real-time order implies offset
-//! order), control batches leave invisible gaps, some outcomes are unknown or failed, leaders
+//! order), control batches take a Raft index but no offset, some outcomes are unknown or failed, leaders
 //! get fresh terms, commits move forward within an incarnation, and three caught-up replicas end
 //! with the model log. Every checker must pass such a history, and it must survive the JSONL
 //! round trip. Then one violation is planted, and the checker guarding it must name it.
@@ -104,7 +104,7 @@ impl Model {
 
     fn land(&mut self, produce: &Produce, gap: bool) -> u64 {
         if gap {
-            self.next_offset += 1; // a control batch: an offset no reader sees
+            // A Raft control entry: a Raft index, but no Kafka offset (offsets are dense).
             self.raft_terms.push(self.term);
         }
         let offset = self.next_offset;
@@ -159,7 +159,8 @@ impl Model {
     }
 
     fn read(&mut self, node: u64, records: Vec<Record>, caught_up: bool) {
-        let invoke = Read { partition: PARTITION.into(), node: Some(node), records: vec![], caught_up: false };
+        let invoke =
+            Read { partition: PARTITION.into(), node: Some(node), from: None, records: vec![], caught_up: false };
         let done = Read { records, caught_up, ..invoke.clone() };
         self.push(READER_BASE + node, EventType::Invoke, Op::Read(invoke));
         self.push(READER_BASE + node, EventType::Ok, Op::Read(done));
@@ -636,7 +637,7 @@ proptest! {
             records[i].value = "v-ghost".into();
         }
         let time_ns = events[at].time_ns;
-        let invoke = Read { partition: PARTITION.into(), node: None, records: vec![], caught_up: false };
+        let invoke = Read { partition: PARTITION.into(), node: None, from: None, records: vec![], caught_up: false };
         let done = Read { records, ..invoke.clone() };
         events.insert(at, Event { process: CONSUMER, kind: EventType::Ok, op: Op::Read(done), time_ns });
         events.insert(at, Event { process: CONSUMER, kind: EventType::Invoke, op: Op::Read(invoke), time_ns });

@@ -33,7 +33,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => (1usize..4, 0usize..80, proptest::bool::weighted(0.1), proptest::bool::weighted(0.1))
+        8 => (1usize..4, 0usize..80, proptest::bool::weighted(0.1), proptest::bool::weighted(0.3))
             .prop_map(|(records, value_bytes, new_term, control)| Op::Append { records, value_bytes, new_term, control }),
         1 => any::<u8>().prop_map(Op::TruncateFrom),
         1 => any::<u8>().prop_map(Op::PurgeThrough),
@@ -111,10 +111,25 @@ fn check(log: &PartitionLog, m: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!(g.meta.offset_count, e.offset_count);
         prop_assert_eq!(&g.bytes[..], &e.bytes[..]);
         prop_assert_eq!(log.entry_meta(e.index).expect("meta"), Some(g.meta));
-        let fetched = log.read_from_offset(offset + e.offset_count - 1, u64::MAX, 0).expect("fetch");
-        prop_assert_eq!(fetched.first().map(|f| f.meta), Some(g.meta));
+        // The Kafka read path at this entry's last offset finds it; at a control entry (which
+        // takes no offset and is never fetched) it finds the next data entry, if any.
+        let at = if e.offset_count == 0 { offset } else { offset + e.offset_count - 1 };
+        let fetched = log.read_from_offset(at, u64::MAX, 0).expect("fetch");
+        let next_data = m.entries.iter().find(|d| d.index >= e.index && d.offset_count > 0);
+        prop_assert_eq!(fetched.first().map(|f| f.meta.index), next_data.map(|d| d.index));
         offset = g.meta.next_offset();
     }
+    // Kafka offsets are dense over the data entries alone, and Fetch returns exactly those.
+    let data: Vec<&Entry> = m.entries.iter().filter(|e| e.offset_count > 0).collect();
+    for w in data.windows(2) {
+        prop_assert_eq!(w[0].base_offset + w[0].offset_count, w[1].base_offset, "Kafka offsets dense");
+    }
+    let fetched = log.read_from_offset(m.start_offset, u64::MAX, usize::MAX).expect("fetch all");
+    prop_assert_eq!(
+        fetched.iter().map(|f| f.meta.index).collect::<Vec<_>>(),
+        data.iter().map(|d| d.index).collect::<Vec<_>>()
+    );
+    prop_assert!(fetched.iter().all(|f| !f.meta.is_control), "a control entry was fetched");
     prop_assert_eq!(log.last_entry(), got.last().map(|e| e.meta));
     prop_assert_eq!(log.entry_meta(m.next_index()).expect("meta"), None);
     Ok(())
@@ -154,14 +169,15 @@ fn run(seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     b.build()
                 };
                 let index = m.next_index();
-                let meta = log.append(index, m.term, raw.clone(), ts).expect("append");
+                log.append(index, m.term, raw.clone(), ts).expect("append");
                 let mut stored = raw;
                 batch::stamp(&mut stored, m.next_offset() as i64, m.term as i32);
                 m.entries.push(Entry {
                     index,
                     term: m.term,
                     base_offset: m.next_offset(),
-                    offset_count: meta.offset_count,
+                    // The model's own rule: Raft's control entries take no Kafka offset.
+                    offset_count: if control { 0 } else { records as u64 },
                     bytes: stored,
                 });
             }

@@ -2,7 +2,10 @@
 //!
 //! - Offset index entry, 12 bytes big-endian: relative offset u32, relative Raft index u32, file
 //!   position u32 of the batch starting there. The first batch of a segment always has one; after
-//!   that a batch gets one when it starts at least `index_interval_bytes` past the previous entry.
+//!   that a batch gets one when it starts at least `index_interval_bytes` past the previous entry
+//!   *and* its base offset is above the previous entry's (Raft's control entries take no offset,
+//!   so several batches can share a base offset; the first of them is the one indexed). So every
+//!   field strictly increases.
 //! - Time index entry, 12 bytes big-endian: max timestamp so far i64, relative offset u32. Written
 //!   only at a batch that also gets an offset index entry, and only when the running maximum grew
 //!   since the last time entry. So time entries are at most one per index interval, both fields
@@ -80,8 +83,10 @@ pub fn decode_offset_index(bytes: &[u8], log_bytes: u64) -> Result<Vec<IndexEntr
             Some(prev) => {
                 let steps = u64::from(e.rel_index).checked_sub(u64::from(prev.rel_index));
                 let ok = match steps {
+                    // Raft's control entries take no offset, so k entries may span fewer than k
+                    // offsets; but an index entry is only written where the offset grew.
                     Some(k) if k > 0 => {
-                        u64::from(e.rel_offset) >= u64::from(prev.rel_offset) + k
+                        e.rel_offset > prev.rel_offset
                             && u64::from(e.position) >= u64::from(prev.position) + k * crate::batch::HEADER_BYTES as u64
                     }
                     _ => false,
@@ -164,8 +169,10 @@ mod tests {
         assert_eq!(decode_offset_index(&bytes, 1000), Ok(entries.clone()));
         assert!(decode_offset_index(&bytes, 900).is_err(), "position past the log");
         assert!(decode_offset_index(&bytes[..13], 1000).is_err(), "not a multiple of 12");
-        let bad = encode_all(&[e(0, 0, 0), e(10, 3, 500), e(11, 5, 900)], IndexEntry::encode);
-        assert!(decode_offset_index(&bad, 1000).is_err(), "fewer offsets than entries");
+        let bad = encode_all(&[e(0, 0, 0), e(10, 3, 500), e(10, 5, 900)], IndexEntry::encode);
+        assert!(decode_offset_index(&bad, 1000).is_err(), "offset did not grow");
+        let zero_width = encode_all(&[e(0, 0, 0), e(1, 3, 500)], IndexEntry::encode);
+        assert!(decode_offset_index(&zero_width, 1000).is_ok(), "control entries take no offset");
         let bad = encode_all(&[e(1, 0, 0)], IndexEntry::encode);
         assert!(decode_offset_index(&bad, 1000).is_err(), "first entry not at zero");
         assert!(decode_offset_index(&[0xff; 24], 1000).is_err());

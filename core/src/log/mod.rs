@@ -334,7 +334,8 @@ impl PartitionLog {
     /// The Kafka read path: batches from the one containing `offset` (or the log start, if
     /// `offset` is below it: the caller checks ranges against [`PartitionLog::start_offset`]),
     /// none whose offsets reach `offset_limit` (the high watermark, exclusive), at most
-    /// `bytes_max` bytes except that one qualifying batch is always returned.
+    /// `bytes_max` bytes except that one qualifying batch is always returned. Raft's control
+    /// entries (blank, membership) take no offset and are never returned.
     pub fn read_from_offset(
         &self,
         offset: u64,
@@ -366,11 +367,13 @@ impl PartitionLog {
                             break 'segments;
                         }
                         let meta = seg.read_meta(&cur)?;
-                        if meta.next_offset() > offset_limit || !fits(&out, total, meta.bytes, bytes_max) {
+                        if beyond(&meta, offset_limit) || !fits(&out, total, meta.bytes, bytes_max) {
                             return Ok(out);
                         }
-                        out.push(seg.read_entry(&cur, meta)?);
-                        total += meta.bytes as usize;
+                        if !meta.is_control {
+                            out.push(seg.read_entry(&cur, meta)?);
+                            total += meta.bytes as usize;
+                        }
                         cur.advance(&meta);
                     }
                     si += 1;
@@ -382,11 +385,13 @@ impl PartitionLog {
             }
         };
         for e in self.cache.iter_from(first_cached) {
-            if e.meta.next_offset() > offset_limit || !fits(&out, total, e.meta.bytes, bytes_max) {
+            if beyond(&e.meta, offset_limit) || !fits(&out, total, e.meta.bytes, bytes_max) {
                 break;
             }
-            total += e.bytes.len();
-            out.push(e.clone());
+            if !e.meta.is_control {
+                total += e.bytes.len();
+                out.push(e.clone());
+            }
         }
         Ok(out)
     }
@@ -724,6 +729,13 @@ impl PartitionLog {
 }
 
 /// Whether a batch of `bytes` may join `out` (holding `total` bytes) under `bytes_max`.
+/// Whether an entry lies at or past `offset_limit` (exclusive) for the Kafka read path: a data
+/// batch reaching it, or a control entry standing at it (it takes no offset, but whatever
+/// follows it is not below the limit either).
+fn beyond(meta: &EntryMeta, offset_limit: u64) -> bool {
+    meta.base_offset >= offset_limit || meta.next_offset() > offset_limit
+}
+
 fn fits(out: &[LogEntry], total: usize, bytes: u32, bytes_max: usize) -> bool {
     out.is_empty() || total.saturating_add(bytes as usize) <= bytes_max
 }

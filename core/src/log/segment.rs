@@ -67,7 +67,7 @@ pub fn meta_from_header(h: &BatchHeader, index: u64) -> Result<EntryMeta, String
         index,
         term: h.leader_epoch as u64,
         base_offset: h.base_offset as u64,
-        offset_count: h.last_offset_delta as u64 + 1,
+        offset_count: h.offset_count(),
         max_timestamp: h.max_timestamp,
         is_control: h.is_control(),
         bytes,
@@ -238,7 +238,10 @@ impl Segment {
         debug_assert_eq!(meta.index, self.next_index);
         self.max_timestamp = self.max_timestamp.max(meta.max_timestamp);
         let mut added = (None, None);
-        let due = self.index.last().is_none_or(|e| pos - u64::from(e.position) >= u64::from(interval_bytes));
+        let due = self.index.last().is_none_or(|e| {
+            pos - u64::from(e.position) >= u64::from(interval_bytes)
+                && meta.base_offset - self.base_offset > u64::from(e.rel_offset)
+        });
         if due {
             // The caller rolls segments before relative values or positions outgrow u32.
             let e = IndexEntry {
@@ -292,7 +295,11 @@ impl Segment {
         let rel_index = cur.index - self.base_index;
         let rel_offset = cur.offset - self.base_offset;
         self.index.retain(|e| u64::from(e.rel_index) < rel_index);
-        self.time_index.retain(|e| u64::from(e.rel_offset) < rel_offset);
+        // Time entries sit on offset index entries: keep exactly those of the kept ones (an index
+        // entry below the cut may share the cut's offset when control entries follow it).
+        let index = &self.index;
+        self.time_index.retain(|t| index.binary_search_by_key(&t.rel_offset, |e| e.rel_offset).is_ok());
+        debug_assert!(self.time_index.iter().all(|t| u64::from(t.rel_offset) <= rel_offset));
         for (file, path, n) in [
             (&self.index_file, &self.index_path, self.index.len()),
             (&self.time_file, &self.time_path, self.time_index.len()),

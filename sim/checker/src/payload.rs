@@ -47,9 +47,10 @@ pub struct Record {
 
 /// `f = "read"`: a read of one replica's (or the leader's) whole committed log.
 ///
-/// Invoke: `{"partition":"p0","node":2}`. `ok`: adds `"records"` (log order, data records only:
-/// control records are invisible, so offsets may have gaps) and `"caught_up"` (the reader knew
-/// this replica had applied everything committed, e.g. after the cluster healed and settled).
+/// Invoke: `{"partition":"p0","node":2,"from":0}`. `ok`: adds `"records"` (log order, data
+/// records only; Kafka offsets are dense, so consecutive records have consecutive offsets) and
+/// `"caught_up"` (the reader knew this replica had applied everything committed, e.g. after the
+/// cluster healed and settled).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Read {
     /// Partition read.
@@ -57,6 +58,10 @@ pub struct Read {
     /// Replica read; `None` means "whoever was leader" (reads through the Kafka API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<u64>,
+    /// The offset the read asked for, when known: its records must start at or before it (the
+    /// batch holding it may begin earlier), with no offset missing after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
     /// Records in log order (empty on invoke).
     #[serde(default)]
     pub records: Vec<Record>,

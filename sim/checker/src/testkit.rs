@@ -107,7 +107,7 @@ impl Recorder {
 
     /// A read of `node` with `records` as (offset, key, value); returns the ok event's index.
     pub(crate) fn read(&mut self, node: u64, caught_up: bool, records: &[(u64, &str, &str)]) -> usize {
-        let invoke = Read { partition: P0.to_owned(), node: Some(node), records: vec![], caught_up: false };
+        let invoke = Read { partition: P0.to_owned(), node: Some(node), from: None, records: vec![], caught_up: false };
         let done = Read {
             records: records
                 .iter()
@@ -123,7 +123,12 @@ impl Recorder {
     /// A read through whoever leads (`node` absent, never caught up), by the consumer process;
     /// returns the ok event's index.
     pub(crate) fn leader_read(&mut self, records: &[(u64, &str, &str)]) -> usize {
-        let invoke = Read { partition: P0.to_owned(), node: None, records: vec![], caught_up: false };
+        self.leader_read_at(None, records)
+    }
+
+    /// [`Recorder::leader_read`] that names the offset it asked for.
+    pub(crate) fn leader_read_at(&mut self, from: Option<u64>, records: &[(u64, &str, &str)]) -> usize {
+        let invoke = Read { partition: P0.to_owned(), node: None, from, records: vec![], caught_up: false };
         let done = Read {
             records: records
                 .iter()

@@ -165,7 +165,13 @@ pub async fn consumer(process: u64, group: u64, bootstrap: Vec<String>, recorder
             leader = find_leader(&mut client).await;
             continue;
         };
-        let invoke = Read { partition: partition.clone(), node: None, records: Vec::new(), caught_up: false };
+        let invoke = Read {
+            partition: partition.clone(),
+            node: None,
+            from: Some(offset),
+            records: Vec::new(),
+            caught_up: false,
+        };
         recorder.record(process, EventType::Invoke, Op::Read(invoke.clone()));
         let answer = match client.connect(&l.addr).await {
             Ok(()) => {
@@ -254,7 +260,7 @@ pub async fn read_replica(
     caught_up: bool,
 ) -> Result<(), String> {
     let partition = partition_name(group);
-    let invoke = Read { partition: partition.clone(), node: Some(node), records: Vec::new(), caught_up };
+    let invoke = Read { partition: partition.clone(), node: Some(node), from: Some(0), records: Vec::new(), caught_up };
     recorder.record(process, EventType::Invoke, Op::Read(invoke.clone()));
     let mut records = Vec::new();
     let mut offset = 0u64;

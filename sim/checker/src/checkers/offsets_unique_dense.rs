@@ -1,5 +1,7 @@
-//! Offsets identify records: in every read, offsets strictly increase (gaps are allowed, since
-//! control batches take offsets readers never see) and no value appears at two offsets; no two
+//! Offsets identify records and are dense: in every read, each record's offset is the previous
+//! one's plus one (Raft's own entries take no Kafka offset, so no offset is ever skipped) and a
+//! read that names where it started has no gap before its first record; no value appears at two
+//! offsets; no two
 //! acknowledged produces share a (partition, offset); every value read was produced (invoked) to
 //! that partition with that key; and produce values are unique, as the checkers assume.
 //!
@@ -27,8 +29,33 @@ pub fn check(history: &History) -> Verdict {
     for read in ok_reads(history) {
         let who = read.describe();
         let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
+        if let (Some(from), Some(first)) = (read.read.from, read.read.records.first())
+            && first.offset > from
+        {
+            violations.push(Violation::new(
+                format!(
+                    "{who} from offset {from}: its first record is at offset {} ({}): offsets {from}..{} are missing",
+                    first.offset, first.value, first.offset
+                ),
+                vec![read.completion],
+            ));
+        }
         for pair in read.read.records.windows(2) {
             let (prev, record) = (&pair[0], &pair[1]);
+            if record.offset > prev.offset + 1 {
+                violations.push(Violation::new(
+                    format!(
+                        "{who}: offsets {}..{} are missing between {} ({}) and {} ({}): offsets must be dense",
+                        prev.offset + 1,
+                        record.offset,
+                        prev.offset,
+                        prev.value,
+                        record.offset,
+                        record.value
+                    ),
+                    vec![read.completion],
+                ));
+            }
             if record.offset <= prev.offset {
                 let how = if record.offset == prev.offset { "repeats" } else { "goes back from" };
                 violations.push(Violation::new(
@@ -144,6 +171,25 @@ mod tests {
         assert!(verdict.violations[0].message.contains("offset 0 (v-2) repeats offset 0 (v-1)"));
         assert_eq!(verdict.violations[1].events, vec![back]);
         assert!(verdict.violations[1].message.contains("goes back from offset 5"));
+    }
+
+    /// Kafka offsets are dense: a read that skips an offset (as when Raft's own entries took
+    /// offsets, wave 1) fails, between records and before the first one.
+    #[test]
+    fn a_gap_in_offsets_fails() {
+        let mut r = Recorder::new();
+        r.acked(1, "k", "v-1", 0);
+        r.acked(2, "k", "v-2", 2);
+        let gap = r.read(1, true, &[(0, "k", "v-1"), (2, "k", "v-2")]);
+        let late = r.leader_read_at(Some(0), &[(2, "k", "v-2")]);
+        let fine = r.leader_read_at(Some(2), &[(2, "k", "v-2")]);
+        let verdict = check(&r.build());
+        assert_eq!(verdict.violations.len(), 2, "{verdict:?}");
+        assert_eq!(verdict.violations[0].events, vec![gap]);
+        assert!(verdict.violations[0].message.contains("offsets 1..2 are missing"), "{verdict:?}");
+        assert_eq!(verdict.violations[1].events, vec![late]);
+        assert!(verdict.violations[1].message.contains("from offset 0"), "{verdict:?}");
+        assert!(verdict.violations.iter().all(|v| !v.events.contains(&fine)));
     }
 
     #[test]
