@@ -553,6 +553,19 @@ impl Replica {
         self.log.log().next_offset()
     }
 
+    /// OffsetForLeaderEpoch: (the largest epoch <= `epoch` in the log, the offset where it
+    /// ends), the latest epoch ending at the log end; `None` for an empty log or an epoch above
+    /// the latest (see `keel_core::log::epochs`).
+    pub fn end_offset_for_epoch(&self, epoch: u64) -> Option<(u64, u64)> {
+        let log = self.log.log();
+        log.end_offset_for_epoch(epoch, log.next_offset())
+    }
+
+    /// Bytes of this replica's segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.log().size_bytes()
+    }
+
     /// ListOffsets MAX_TIMESTAMP: the first record carrying the log's largest timestamp, as
     /// (offset, timestamp), among committed records.
     pub fn max_timestamp_offset(&self) -> Result<Option<(u64, i64)>, String> {
