@@ -187,7 +187,9 @@ pub(crate) async fn elect_leaders(node: &Arc<Node>, req: &mut Request) -> Answer
     let deadline = tokio::time::Instant::now() + timeout_of(request.timeout_ms);
     let named: Named =
         request.topic_partitions.map(|tps| tps.into_iter().map(|tp| (tp.topic.0.to_string(), tp.partitions)).collect());
-    let steps = node.meta().sm().with_state(|s| plan(s, |g| leader_now(node, g), &named, election_type));
+    // A copy, so that no lock of the metadata is held while the replicas' are taken.
+    let state = node.meta().sm().state();
+    let steps = plan(&state, |g| leader_now(node, g), &named, election_type);
     let results = futures::future::join_all(steps.into_iter().map(|(topic, partition, step)| async move {
         let step = match step {
             Step::Elect { group, leader, preferred } => elect(node, group, leader, preferred, deadline).await,
