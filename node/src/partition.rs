@@ -561,6 +561,14 @@ impl Replica {
         log.end_offset_for_epoch(epoch, log.next_offset())
     }
 
+    /// Whether an entry of `term` (the leader's first of its term) has been applied here: only
+    /// then does the high watermark cover everything earlier leaders committed (Raft: a new
+    /// leader learns the commit point by committing an entry of its own term).
+    pub fn term_entry_applied(&self, term: u64) -> bool {
+        let first = self.log.log().epochs().starts().last().filter(|s| s.epoch == term).map(|s| s.index);
+        matches!((first, self.applied_index()), (Some(first), Some(applied)) if applied >= first)
+    }
+
     /// Bytes of this replica's segment files.
     pub fn size_bytes(&self) -> u64 {
         self.log.log().size_bytes()

@@ -8,7 +8,10 @@
 //! requested one and its end offset (where the next epoch starts, or the log end for the latest
 //! epoch). A consumer's answer (replica id -1, and every request before v3, which has no replica
 //! id) never goes past the high watermark, the end of what it can have read (KIP-392); the
-//! debug replica id -2 and broker ids see the log end. Only leaders answer.
+//! debug replica id -2 and broker ids see the log end. Until a new leader has applied an entry of
+//! its own term its high watermark may be behind what earlier leaders committed, so a consumer
+//! then gets OFFSET_NOT_AVAILABLE (retriable) rather than an end offset that could look like a
+//! truncation (KIP-320's rule). Only leaders answer.
 
 use std::sync::Arc;
 
@@ -46,6 +49,9 @@ pub(crate) struct LeaderView {
     /// The leader's Raft term: the current leader epoch.
     pub term: u64,
     pub high_watermark: u64,
+    /// The leader has applied an entry of its own term, so its high watermark is known (KIP-320:
+    /// until then a consumer's answer, bounded by it, could fall below what the consumer read).
+    pub high_watermark_known: bool,
 }
 
 /// (leader epoch, end offset) for `q`, or the partition's error. `end_offset_for` is the log's
@@ -70,6 +76,9 @@ pub(crate) fn decide(
     let Some((epoch, end)) = end_offset_for(requested) else {
         return Ok(UNDEFINED);
     };
+    if q.bounded && !leader.high_watermark_known {
+        return Err(ResponseError::OffsetNotAvailable);
+    }
     let end = if q.bounded { end.min(leader.high_watermark) } else { end };
     match (i32::try_from(epoch), i64::try_from(end)) {
         (Ok(epoch), Ok(end)) => Ok((epoch, end)),
@@ -91,7 +100,12 @@ pub(crate) fn offset_for_leader_epoch(node: &Arc<Node>, req: &mut Request) -> An
                 if replica.failed().is_some() {
                     return Err(ResponseError::KafkaStorageError);
                 }
-                let leader = LeaderView { term: replica.term(), high_watermark: replica.high_watermark() };
+                let term = replica.term();
+                let leader = LeaderView {
+                    term,
+                    high_watermark: replica.high_watermark(),
+                    high_watermark_known: replica.term_entry_applied(term),
+                };
                 decide(q, leader, |epoch| replica.end_offset_for_epoch(epoch))
             });
             let (error_code, (leader_epoch, end_offset)) = match answer {
@@ -115,7 +129,7 @@ pub(crate) fn offset_for_leader_epoch(node: &Arc<Node>, req: &mut Request) -> An
 mod tests {
     use super::*;
 
-    const LEADER: LeaderView = LeaderView { term: 7, high_watermark: 40 };
+    const LEADER: LeaderView = LeaderView { term: 7, high_watermark: 40, high_watermark_known: true };
 
     fn q(current: i32, epoch: i32, bounded: bool) -> EpochQuery {
         EpochQuery { current_leader_epoch: current, leader_epoch: epoch, bounded }
@@ -144,6 +158,14 @@ mod tests {
         assert_eq!(decide(q(7, 7, true), LEADER, lookup), Ok((7, 40)));
         assert_eq!(decide(q(7, 7, false), LEADER, lookup), Ok((7, 50)));
         assert_eq!(decide(q(7, 3, true), LEADER, lookup), Ok((3, 25)), "below the high watermark: as is");
+    }
+
+    #[test]
+    fn a_new_leader_answers_consumers_only_once_its_high_watermark_is_known() {
+        let new = LeaderView { high_watermark_known: false, ..LEADER };
+        assert_eq!(decide(q(7, 3, true), new, lookup), Err(ResponseError::OffsetNotAvailable));
+        assert_eq!(decide(q(7, 3, false), new, lookup), Ok((3, 25)), "brokers are not bounded");
+        assert_eq!(decide(q(6, 3, true), new, lookup), Err(ResponseError::FencedLeaderEpoch), "fencing first");
     }
 
     #[test]
