@@ -27,6 +27,9 @@ pub const KIND_LEADERS: u8 = 42;
 /// Body: empty; answer: empty. Group: [`NODE_GROUP`]. The sender drains before stopping: hand it
 /// no leadership (see `crate::drain`).
 pub const KIND_DRAINING: u8 = 44;
+/// Body: empty; answer: [`ElectAnswer`]. Group: a partition's. Asks the partition's leader to
+/// hand leadership to the preferred replica (Kafka's ElectLeaders, preferred).
+pub const KIND_ELECT_PREFERRED: u8 = 45;
 
 /// The group id of node-level messages (no Raft group has it).
 pub use crate::raft::heartbeat::NODE_GROUP;
@@ -53,6 +56,19 @@ pub enum AppendResponse {
     Rejected(String),
     /// May or may not be written (leadership changed while waiting, storage failed, ...).
     Unknown(String),
+}
+
+/// Answer to [`KIND_ELECT_PREFERRED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectAnswer {
+    /// The leader asked the preferred replica to take over.
+    Transferring,
+    /// The preferred replica leads already.
+    NotNeeded,
+    /// This node does not lead the partition.
+    NotLeader { leader: Option<NodeId> },
+    /// The preferred replica cannot take over now (down, draining, not a voter, behind).
+    NotAvailable(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -464,6 +464,7 @@ impl Node {
                     network::encode(&client::AppendResponse::Rejected(format!("unknown partition {group}")))
                 }
                 client::KIND_READ if known => network::encode(&client::ReadResponse::NotLeader { leader }),
+                client::KIND_ELECT_PREFERRED => network::encode(&client::ElectAnswer::NotLeader { leader }),
                 client::KIND_STATUS if !self.holds_copy(group) => network::encode(&absent_status(self.id, group)),
                 _ => Err(format!("node {} has no partition {group} open", self.id)),
             };
@@ -472,8 +473,14 @@ impl Node {
             client::KIND_APPEND => network::encode(&append(&replica, payload).await),
             client::KIND_READ => network::encode(&read(&replica, &payload)),
             client::KIND_STATUS => network::encode(&status(&replica)),
+            client::KIND_ELECT_PREFERRED => network::encode(&crate::reconcile::elect_preferred(&self, &replica).await),
             raft_kind => network::serve(replica.raft(), replica.raft_id, raft_kind, &payload).await,
         }
+    }
+
+    /// The node's data directory (its one Kafka log directory), absolute when it can be made so.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        std::path::absolute(&self.config.data_dir).unwrap_or_else(|_| self.config.data_dir.clone())
     }
 
     /// Whether this node's disk may hold a copy of `group` (its directory exists and is not

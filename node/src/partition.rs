@@ -553,6 +553,27 @@ impl Replica {
         self.log.log().next_offset()
     }
 
+    /// OffsetForLeaderEpoch: (the largest epoch <= `epoch` in the log, the offset where it
+    /// ends), the latest epoch ending at the log end; `None` for an empty log or an epoch above
+    /// the latest (see `keel_core::log::epochs`).
+    pub fn end_offset_for_epoch(&self, epoch: u64) -> Option<(u64, u64)> {
+        let log = self.log.log();
+        log.end_offset_for_epoch(epoch, log.next_offset())
+    }
+
+    /// Whether an entry of `term` (the leader's first of its term) has been applied here: only
+    /// then does the high watermark cover everything earlier leaders committed (Raft: a new
+    /// leader learns the commit point by committing an entry of its own term).
+    pub fn term_entry_applied(&self, term: u64) -> bool {
+        let first = self.log.log().epochs().starts().last().filter(|s| s.epoch == term).map(|s| s.index);
+        matches!((first, self.applied_index()), (Some(first), Some(applied)) if applied >= first)
+    }
+
+    /// Bytes of this replica's segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.log().size_bytes()
+    }
+
     /// ListOffsets MAX_TIMESTAMP: the first record carrying the log's largest timestamp, as
     /// (offset, timestamp), among committed records.
     pub fn max_timestamp_offset(&self) -> Result<Option<(u64, i64)>, String> {

@@ -49,6 +49,8 @@ const REPLICA_ID_FILE: &str = "replica-id";
 /// How long a reassignment step may wait for a learner to catch up before it is retried.
 const CATCH_UP_WAIT_MS_MAX: u64 = 30_000;
 const PROPOSE_WAIT_MS: u64 = 10_000;
+/// How long ElectLeaders waits for the preferred replica to catch up before it gives up.
+const CATCH_UP_FOR_ELECTION_MS: u64 = 2_000;
 
 pub(crate) fn spawn_duties(node: &Arc<Node>) {
     crate::rt::spawn(register_loop(node.clone()));
@@ -397,23 +399,14 @@ async fn partition_leader_duties(node: &Arc<Node>) {
             }
             continue;
         }
-        let Some(preferred) = a.replicas.first().copied().filter(|p| *p != node.id) else { continue };
-        let Some(preferred_id) = a.raft_id_of(preferred) else { continue };
+        if a.replicas.first() == Some(&node.id) {
+            continue;
+        }
         let settled = now.duration_since(since) >= ms(node.config.timing.leader_settle_ms);
-        // A draining preferred leader is about to stop: leadership handed to it would have to
-        // move again at once (and it refuses it).
-        let live = lock(&node.heard)
-            .get(&preferred)
-            .is_some_and(|t| now.duration_since(*t) <= ms(node.config.timing.gossip_ms * 4))
-            && !node.peer_draining(preferred);
-        let membership = m.membership_config.membership();
-        let is_voter = membership.get_joint_config().len() == 1 && membership.voter_ids().any(|v| v == preferred_id);
-        let caught_up = m
-            .replication
-            .as_ref()
-            .and_then(|rep| rep.get(&preferred_id).cloned().flatten())
-            .is_some_and(|matched| Some(matched.index) == m.last_log_index);
-        if settled && live && is_voter && caught_up {
+        if !settled {
+            continue;
+        }
+        if let Ok((preferred, preferred_id)) = preferred_ready(node, a, &m) {
             tracing::info!(
                 node = node.id,
                 group = r.group,
@@ -424,6 +417,76 @@ async fn partition_leader_duties(node: &Arc<Node>) {
         }
     }
     *lock(&node.leading_since) = leading;
+}
+
+/// Whether leadership of the partition `a`, which this node leads (Raft metrics `m`), can go
+/// to its preferred replica now: (preferred node, its Raft id), or why not. The preferred
+/// replica must be live (heard from within four gossip periods), not draining (it would have to
+/// hand leadership on at once, and refuses it), a voter outside joint consensus, and caught up
+/// with the leader's log.
+pub(crate) fn preferred_ready(
+    node: &Node,
+    a: &PartitionAssignment,
+    m: &openraft::RaftMetrics<crate::raft::TypeConfig>,
+) -> Result<(NodeId, u64), String> {
+    let preferred = *a.replicas.first().ok_or("the partition has no replicas")?;
+    let preferred_id = a.raft_id_of(preferred).ok_or_else(|| format!("node {preferred} has no replica yet"))?;
+    let now = tokio::time::Instant::now();
+    let live = lock(&node.heard)
+        .get(&preferred)
+        .is_some_and(|t| now.duration_since(*t) <= ms(node.config.timing.gossip_ms * 4));
+    if !live {
+        return Err(format!("node {preferred} has not been heard from"));
+    }
+    if node.peer_draining(preferred) {
+        return Err(format!("node {preferred} is draining"));
+    }
+    let membership = m.membership_config.membership();
+    let is_voter = membership.get_joint_config().len() == 1 && membership.voter_ids().any(|v| v == preferred_id);
+    if !is_voter {
+        return Err(format!("node {preferred} is not a voter of the partition"));
+    }
+    let caught_up = m
+        .replication
+        .as_ref()
+        .and_then(|rep| rep.get(&preferred_id).cloned().flatten())
+        .is_some_and(|matched| Some(matched.index) == m.last_log_index);
+    if !caught_up {
+        return Err(format!("node {preferred} has not caught up with the leader"));
+    }
+    Ok((preferred, preferred_id))
+}
+
+/// Serves ElectLeaders (preferred) on the node asked to lead a partition's election: hands
+/// leadership of `replica` to its preferred replica, waiting up to `CATCH_UP_FOR_ELECTION_MS`
+/// for that replica to catch up.
+pub(crate) async fn elect_preferred(node: &Node, replica: &Replica) -> client::ElectAnswer {
+    let deadline = tokio::time::Instant::now() + ms(CATCH_UP_FOR_ELECTION_MS);
+    loop {
+        if !replica.is_leader() {
+            return client::ElectAnswer::NotLeader { leader: replica.leader_node() };
+        }
+        let Some(a) = node.meta.sm().state().assignment(replica.group).cloned() else {
+            return client::ElectAnswer::NotAvailable(format!("partition {} is gone", replica.group));
+        };
+        if a.replicas.first() == Some(&node.id) {
+            return client::ElectAnswer::NotNeeded;
+        }
+        if node.is_draining() {
+            return client::ElectAnswer::NotAvailable(format!("node {} is draining", node.id));
+        }
+        let m = replica.raft().metrics().borrow_watched().clone();
+        match preferred_ready(node, &a, &m) {
+            Ok((_, preferred_id)) => {
+                return match replica.raft().trigger().transfer_leader(preferred_id).await {
+                    Ok(()) => client::ElectAnswer::Transferring,
+                    Err(e) => client::ElectAnswer::NotAvailable(e.to_string()),
+                };
+            }
+            Err(why) if tokio::time::Instant::now() >= deadline => return client::ElectAnswer::NotAvailable(why),
+            Err(_) => tokio::time::sleep(ms(50)).await,
+        }
+    }
 }
 
 /// Moves a partition to its target replica set, given as Raft ids (see the module docs).

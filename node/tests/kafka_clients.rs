@@ -26,6 +26,15 @@
 //!   (ListPartitionReassignments) until Metadata shows the new set, and gets Kafka's errors for
 //!   an unknown broker, partition and topic and for cancelling when nothing moves
 //!   (`tests/clients/reassign_kafkapython.py`).
+//! - `admin_clients_describe_log_dirs_and_elect_leaders`: kafka-python's `describe_log_dirs` gets
+//!   one log directory per broker listing the partition with at least the bytes produced;
+//!   kafka-python's and confluent-kafka's `elect_leaders` get ELECTION_NOT_NEEDED once the preferred
+//!   replica leads and UNKNOWN_TOPIC_OR_PARTITION for a partition that does not exist
+//!   (`tests/clients/leader_apis.py`).
+//! - `a_librdkafka_consumer_keeps_consuming_across_a_leader_change`: a confluent-kafka consumer
+//!   reads half of 20,000 messages, the partition's leader is SIGKILLed, and once a survivor leads
+//!   the consumer validates its position with OffsetForLeaderEpoch (it must have sent one) and
+//!   reads the rest: every message once, in order (`tests/clients/consume_failover.py`).
 //!
 //! The client programs are Python scripts in `tests/clients/`; their docstrings say what each
 //! checks, and they run by hand against any broker. These tests need kcat, confluent-kafka and
@@ -943,5 +952,43 @@ fn kafka_python_reassigns_a_partition() {
     cmd.args(["--bootstrap", &cluster.bootstrap(), "--topic", "moved"]);
     let out = cluster.run("reassign_kafkapython.py", cmd, None, Duration::from_secs(180)).success();
     cluster.say(format!("kafka-python reassigned: {}", out.event("reassigned")));
+    cluster.assert_alive();
+}
+
+#[test]
+fn admin_clients_describe_log_dirs_and_elect_leaders() {
+    let _one = one_cluster_at_a_time();
+    let mut cluster = Cluster::start();
+    let mut cmd = cluster.script("leader_apis.py");
+    cmd.args(["--bootstrap", &cluster.bootstrap(), "--topic", "dirs"]);
+    let out = cluster.run("leader_apis.py", cmd, None, Duration::from_secs(180)).success();
+    cluster.say(format!("kafka-python and confluent-kafka admin: {}", out.event("leader_apis")));
+    cluster.assert_alive();
+}
+
+#[test]
+fn a_librdkafka_consumer_keeps_consuming_across_a_leader_change() {
+    const COUNT: usize = 20_000;
+    let _one = one_cluster_at_a_time();
+    let mut cluster = Cluster::start();
+    let topic = "failover-consume";
+    cluster.create_topic(topic);
+    let go = cluster.out_file("go");
+    let mut cmd = cluster.script("consume_failover.py");
+    cmd.args(["--bootstrap", &cluster.bootstrap(), "--topic", topic, "--count", &COUNT.to_string(), "--go"]);
+    cmd.arg(&go);
+    let mut consumer = cluster.background("consume_failover.py", cmd);
+    let half = consumer.wait_for("half of the messages", Duration::from_secs(120), |v| v["event"] == "half");
+    cluster.say(format!("consumer at {half}"));
+    let (victim, killed_at) = cluster.kill_leader_of(topic, 0);
+    cluster.wait_survivor_leads(topic, 0, victim, killed_at);
+    File::create(&go).expect("go file");
+    let out = consumer.finish(Duration::from_secs(180)).success();
+    let consumed = out.event("consumed");
+    cluster.say(format!("consumed across the leader change: {consumed}"));
+    assert_eq!(consumed["count"], COUNT);
+    assert!(consumed["epoch_requests"].as_u64().is_some_and(|n| n > 0), "{consumed}");
+    assert!(consumed["epoch_validations"].as_u64().is_some_and(|n| n > 0), "{consumed}");
+    cluster.spawn(victim);
     cluster.assert_alive();
 }

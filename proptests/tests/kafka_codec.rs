@@ -26,6 +26,9 @@ use kafka_protocol::messages::{
     OffsetDeleteRequest, OffsetFetchRequest, ProducerId, SyncGroupRequest,
     offset_fetch_request::OffsetFetchRequestGroup,
 };
+use kafka_protocol::messages::{
+    describe_log_dirs_request as dirs, elect_leaders_request as elect, offset_for_leader_epoch_request as epoch,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, decode_request_header_from_buffer};
 use keel_node::kafka::{FrameError, decode_request, served_versions};
 use proptest::collection::{btree_map, vec};
@@ -35,7 +38,7 @@ use proptest::strategy::BoxedStrategy;
 use proptest::test_runner::{Config, TestError, TestRunner};
 use uuid::Uuid;
 
-/// Cases per (API, version): 156 versions are served, so about 5,000 requests in all.
+/// Cases per (API, version): 166 versions are served, so about 5,300 requests in all.
 const CASES_PER_VERSION: u32 = 32;
 /// Random cut points per request (besides the last byte and the header's end).
 const CUTS_PER_REQUEST: usize = 6;
@@ -470,6 +473,78 @@ fn list_partition_reassignments() -> BoxedStrategy<lreassign::ListPartitionReass
         .boxed()
 }
 
+/// v2 (librdkafka) to v4 (flexible); v3 adds the replica id.
+fn offset_for_leader_epoch(v: i16, flex: bool) -> BoxedStrategy<epoch::OffsetForLeaderEpochRequest> {
+    let partition = (any::<i32>(), any::<i32>(), any::<i32>(), tags(flex)).prop_map(|(p, current, e, tags)| {
+        let mut q = epoch::OffsetForLeaderPartition::default();
+        q.partition = p;
+        q.current_leader_epoch = current;
+        q.leader_epoch = e;
+        q.unknown_tagged_fields = tags;
+        q
+    });
+    let topic = (topic(), list(partition.boxed(), 3), tags(flex)).prop_map(|(name, partitions, tags)| {
+        let mut t = epoch::OffsetForLeaderTopic::default();
+        t.topic = name;
+        t.partitions = partitions;
+        t.unknown_tagged_fields = tags;
+        t
+    });
+    (list(topic.boxed(), 3), any::<i32>(), tags(flex))
+        .prop_map(move |(topics, replica_id, tags)| {
+            let mut r = epoch::OffsetForLeaderEpochRequest::default();
+            r.topics = topics;
+            if v >= 3 {
+                r.replica_id = BrokerId(replica_id);
+            }
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+/// v0 has no election type; v2 is flexible. A null list means every partition.
+fn elect_leaders(v: i16, flex: bool) -> BoxedStrategy<elect::ElectLeadersRequest> {
+    let tp = (topic(), list(any::<i32>().boxed(), 4), tags(flex)).prop_map(|(name, partitions, tags)| {
+        let mut t = elect::TopicPartitions::default();
+        t.topic = name;
+        t.partitions = partitions;
+        t.unknown_tagged_fields = tags;
+        t
+    });
+    (proptest::option::of(list(tp.boxed(), 3)), any::<i8>(), any::<i32>(), tags(flex))
+        .prop_map(move |(tps, kind, timeout_ms, tags)| {
+            let mut r = elect::ElectLeadersRequest::default();
+            r.topic_partitions = tps;
+            if v >= 1 {
+                r.election_type = kind;
+            }
+            r.timeout_ms = timeout_ms;
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
+/// v1 to v4 (flexible from v2). A null topic list asks for every partition.
+fn describe_log_dirs(flex: bool) -> BoxedStrategy<dirs::DescribeLogDirsRequest> {
+    let t = (topic(), list(any::<i32>().boxed(), 4), tags(flex)).prop_map(|(name, partitions, tags)| {
+        let mut t = dirs::DescribableLogDirTopic::default();
+        t.topic = name;
+        t.partitions = partitions;
+        t.unknown_tagged_fields = tags;
+        t
+    });
+    (proptest::option::of(list(t.boxed(), 3)), tags(flex))
+        .prop_map(|(topics, tags)| {
+            let mut r = dirs::DescribeLogDirsRequest::default();
+            r.topics = topics;
+            r.unknown_tagged_fields = tags;
+            r
+        })
+        .boxed()
+}
+
 fn describe_configs(v: i16, flex: bool) -> BoxedStrategy<dconf::DescribeConfigsRequest> {
     let resource = (any::<i8>(), text(), proptest::option::of(list(text(), 3)), tags(flex)).prop_map(
         |(kind, name, keys, tags)| {
@@ -593,6 +668,9 @@ bodies! {
     Produce(produce::ProduceRequest),
     Fetch(fetch::FetchRequest),
     ListOffsets(loff::ListOffsetsRequest),
+    OffsetForLeaderEpoch(epoch::OffsetForLeaderEpochRequest),
+    ElectLeaders(elect::ElectLeadersRequest),
+    DescribeLogDirs(dirs::DescribeLogDirsRequest),
     CreateTopics(ctopic::CreateTopicsRequest),
     DeleteTopics(dtopic::DeleteTopicsRequest),
     CreatePartitions(cpart::CreatePartitionsRequest),
@@ -641,6 +719,9 @@ fn body(api: ApiKey, v: i16) -> BoxedStrategy<Body> {
         ApiKey::Produce => produce(flex).prop_map(Body::Produce).boxed(),
         ApiKey::Fetch => fetch(v, flex).prop_map(Body::Fetch).boxed(),
         ApiKey::ListOffsets => list_offsets(v, flex).prop_map(Body::ListOffsets).boxed(),
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch(v, flex).prop_map(Body::OffsetForLeaderEpoch).boxed(),
+        ApiKey::ElectLeaders => elect_leaders(v, flex).prop_map(Body::ElectLeaders).boxed(),
+        ApiKey::DescribeLogDirs => describe_log_dirs(flex).prop_map(Body::DescribeLogDirs).boxed(),
         ApiKey::CreateTopics => create_topics(flex).prop_map(Body::CreateTopics).boxed(),
         ApiKey::DeleteTopics => delete_topics(v, flex).prop_map(Body::DeleteTopics).boxed(),
         ApiKey::CreatePartitions => create_partitions(flex).prop_map(Body::CreatePartitions).boxed(),
@@ -953,5 +1034,5 @@ fn pinned_valid_requests_decode() {
         assert_eq!((api as i16, version), named, "{name}");
         decoded.push(name);
     }
-    assert!(decoded.len() >= 11, "pinned valid requests: {decoded:?}");
+    assert!(decoded.len() >= 17, "pinned valid requests: {decoded:?}");
 }

@@ -45,6 +45,7 @@
 //! - Reads of a failed log fail too; reads never change the log's state, even on corruption.
 
 mod cache;
+pub mod epochs;
 mod error;
 pub mod index;
 mod recovery;
@@ -65,6 +66,7 @@ pub use recovery::RecoveryReport;
 use crate::batch::{self, BatchError};
 use crate::storage::{Storage, StorageFile};
 use cache::TailCache;
+use epochs::EpochCache;
 use segment::Segment;
 use start::LogStart;
 
@@ -196,6 +198,9 @@ pub struct PartitionLog {
     truncations: u64,
     /// Set when a storage error stopped the log (fail closed).
     failed: Option<String>,
+    /// Where each leader epoch (term) starts, for OffsetForLeaderEpoch; kept in step with
+    /// appends, truncations and purges, rebuilt on open ([`epochs`]).
+    epochs: EpochCache,
 }
 
 impl PartitionLog {
@@ -222,7 +227,15 @@ impl PartitionLog {
             dir_dirty_seq: None,
             truncations: 0,
             failed: None,
+            epochs: EpochCache::new(),
         };
+        let (first, next) = (log.first_index(), log.next_index());
+        let epochs = EpochCache::rebuild(first, next, |index| match log.entry_meta(index)? {
+            Some(m) => Ok((m.term, m.base_offset)),
+            None => Err(LogError::Failed(format!("entry {index} missing while reading epochs"))),
+        })?;
+        let mut log = log;
+        log.epochs = epochs;
         log.check_invariants();
         Ok((log, r.report))
     }
@@ -396,6 +409,17 @@ impl PartitionLog {
         Ok(out)
     }
 
+    /// OffsetForLeaderEpoch: (the largest epoch <= `epoch` present, its end offset), the latest
+    /// epoch ending at `log_end_offset`; see [`EpochCache::end_offset_for`].
+    pub fn end_offset_for_epoch(&self, epoch: u64, log_end_offset: u64) -> Option<(u64, u64)> {
+        self.epochs.end_offset_for(epoch, log_end_offset)
+    }
+
+    /// Where each leader epoch present starts.
+    pub fn epochs(&self) -> &EpochCache {
+        &self.epochs
+    }
+
     /// ListOffsets by time: the first offset whose batch max timestamp is >= `ts`.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>, LogError> {
         self.check_failed()?;
@@ -464,6 +488,7 @@ impl PartitionLog {
         let r = self.append_inner(meta, &batch, now_ms);
         self.guard(r)?;
         self.cache.push(LogEntry { meta, bytes: Bytes::from(batch) });
+        self.epochs.on_append(index, term, base_offset);
         self.check_invariants();
         Ok(meta)
     }
@@ -543,6 +568,7 @@ impl PartitionLog {
     fn truncate_inner(&mut self, index: u64) -> Result<(), LogError> {
         self.truncations += 1;
         self.cache.truncate_from(index);
+        self.epochs.truncate_from(index);
         self.durable_next = self.durable_next.min(index);
         self.bump();
         let keep = if index <= self.start_index {
@@ -625,6 +651,7 @@ impl PartitionLog {
         self.start_index = new_start;
         self.start_offset = new_start_offset;
         self.cache.purge_before(new_start);
+        self.epochs.purge_before(new_start, new_start_offset, self.next_index());
         self.durable_next = self.durable_next.max(new_start);
         Ok(())
     }
@@ -723,6 +750,17 @@ impl PartitionLog {
             }
             if let Some(c) = self.cache.first_index() {
                 assert!(c >= self.start_index);
+            }
+            let starts = self.epochs.starts();
+            if self.start_index < self.next_index() {
+                assert_eq!(starts.first().map(|e| e.index), Some(self.start_index), "first epoch not at the log start");
+                assert_eq!(
+                    self.epochs.latest_epoch(),
+                    self.last_entry().map(|e| e.term),
+                    "latest epoch not the last term"
+                );
+            } else {
+                assert!(starts.is_empty(), "epochs in an empty log");
             }
         }
     }

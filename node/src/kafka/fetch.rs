@@ -53,7 +53,11 @@ struct Wanted {
 }
 
 /// Looks up the leader replica of (`topic`, `partition`) on this node.
-fn leader_replica(node: &Node, group: Option<u64>, unknown: ResponseError) -> Result<Arc<Replica>, ResponseError> {
+pub(crate) fn leader_replica(
+    node: &Node,
+    group: Option<u64>,
+    unknown: ResponseError,
+) -> Result<Arc<Replica>, ResponseError> {
     let group = group.ok_or(unknown)?;
     match node.replica(group) {
         Some(r) if r.is_leader() => Ok(r),
@@ -62,7 +66,7 @@ fn leader_replica(node: &Node, group: Option<u64>, unknown: ResponseError) -> Re
 }
 
 /// The group of `partition` of the topic named by `name` (or `id` from v13 on).
-fn group_of(node: &Node, name: &str, id: Uuid, by_id: bool, partition: i32) -> (Option<u64>, ResponseError) {
+pub(crate) fn group_of(node: &Node, name: &str, id: Uuid, by_id: bool, partition: i32) -> (Option<u64>, ResponseError) {
     node.meta().sm().with_state(|s| {
         let topic = if by_id { topic_by_id(s, id) } else { s.topics.get(name) };
         let unknown = if by_id && topic.is_none() {

@@ -16,9 +16,12 @@
 mod admin;
 mod codes;
 mod configs;
+mod elect;
 mod fetch;
 mod group;
 mod group_offsets;
+mod leader_epoch;
+mod log_dirs;
 mod metadata;
 mod produce;
 mod producer_id;
@@ -293,6 +296,9 @@ fn api_name(api: ApiKey) -> &'static str {
         K::DescribeCluster => "DescribeCluster",
         K::AlterPartitionReassignments => "AlterPartitionReassignments",
         K::ListPartitionReassignments => "ListPartitionReassignments",
+        K::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        K::ElectLeaders => "ElectLeaders",
+        K::DescribeLogDirs => "DescribeLogDirs",
         // Not served: answered by closing the connection (see `handle`).
         _ => "other",
     }
@@ -364,6 +370,9 @@ pub fn decode_request(frame: Bytes) -> Result<(ApiKey, i16), FrameError> {
         ApiKey::Produce => drop(req.decode::<m::ProduceRequest>()?),
         ApiKey::Fetch => drop(req.decode::<m::FetchRequest>()?),
         ApiKey::ListOffsets => drop(req.decode::<m::ListOffsetsRequest>()?),
+        ApiKey::OffsetForLeaderEpoch => drop(req.decode::<m::OffsetForLeaderEpochRequest>()?),
+        ApiKey::ElectLeaders => drop(req.decode::<m::ElectLeadersRequest>()?),
+        ApiKey::DescribeLogDirs => drop(req.decode::<m::DescribeLogDirsRequest>()?),
         ApiKey::CreateTopics => drop(req.decode::<m::CreateTopicsRequest>()?),
         ApiKey::DeleteTopics => drop(req.decode::<m::DeleteTopicsRequest>()?),
         ApiKey::CreatePartitions => drop(req.decode::<m::CreatePartitionsRequest>()?),
@@ -414,6 +423,9 @@ async fn handle(node: &Arc<Node>, config: &KafkaConfig, mut req: Request, turn: 
         ApiKey::DescribeCluster => metadata::describe_cluster(node, &mut req),
         ApiKey::Fetch => fetch::fetch(node, &mut req).await,
         ApiKey::ListOffsets => fetch::list_offsets(node, &mut req),
+        ApiKey::OffsetForLeaderEpoch => leader_epoch::offset_for_leader_epoch(node, &mut req),
+        ApiKey::ElectLeaders => elect::elect_leaders(node, &mut req).await,
+        ApiKey::DescribeLogDirs => log_dirs::describe_log_dirs(node, &mut req),
         ApiKey::CreateTopics => admin::create_topics(node, config, &mut req).await,
         ApiKey::DeleteTopics => admin::delete_topics(node, &mut req).await,
         ApiKey::CreatePartitions => admin::create_partitions(node, &mut req).await,

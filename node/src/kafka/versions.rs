@@ -19,6 +19,9 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 1, 10),
+    // Kafka 3.x advertises 0-4; the crate (like Kafka 4.0) has no v0/v1. librdkafka 2.x sends
+    // v2, the Java client v4 (replica id -1: bounded by the high watermark).
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
@@ -27,6 +30,10 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
     // v1 adds `allow_replication_factor_change` (KIP-860).
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    // v1 adds the election type (Keel runs preferred elections only), v2 is flexible.
+    (ApiKey::ElectLeaders, 0, 2),
+    // v4 adds the volume's total and usable bytes. Kafka 3.x serves 0-4; the crate starts at v1.
+    (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -117,5 +124,8 @@ mod tests {
         assert!(range(ApiKey::ConsumerGroupHeartbeat).is_none(), "the KIP-848 protocol is not served");
         assert_eq!(range(ApiKey::AlterPartitionReassignments), Some((0, 1)));
         assert_eq!(range(ApiKey::ListPartitionReassignments), Some((0, 0)));
+        assert_eq!(range(ApiKey::OffsetForLeaderEpoch), Some((2, 4)), "librdkafka validates positions with v2");
+        assert_eq!(range(ApiKey::ElectLeaders), Some((0, 2)));
+        assert_eq!(range(ApiKey::DescribeLogDirs), Some((1, 4)));
     }
 }

@@ -37,6 +37,9 @@ pub struct Options {
     pub timing: RaftTiming,
     /// The brokers' Kafka settings.
     pub broker: BrokerConfig,
+    /// How long a partition leader waits before it hands leadership to the preferred replica
+    /// on its own (a test of ElectLeaders sets it out of reach).
+    pub leader_settle_ms: u64,
 }
 
 impl Options {
@@ -46,6 +49,7 @@ impl Options {
             name,
             timing: FAST,
             broker: BrokerConfig { auto_create_topics_enable: false, ..BrokerConfig::default() },
+            leader_settle_ms: 1000,
         }
     }
 }
@@ -95,7 +99,8 @@ impl Cluster {
         let mut http = BTreeMap::new();
         for id in 1..=3 {
             let listener = tokio::net::TcpListener::bind(&peers[&id]).await.expect("bind");
-            let config = node_config(options.name, options.timing, id, data.path(), &peers, &kafka);
+            let mut config = node_config(options.name, options.timing, id, data.path(), &peers, &kafka);
+            config.timing.leader_settle_ms = options.leader_settle_ms;
             let node = Node::start(config, Arc::new(FsStorage), listener, Arc::new(LogObserver)).await.expect("start");
             let kafka_listener = tokio::net::TcpListener::bind(&kafka[&id]).await.expect("bind kafka");
             let settings = KafkaConfig { broker: options.broker.clone(), ..KafkaConfig::default() };
