@@ -42,6 +42,11 @@ impl LogError {
         move |source| LogError::Io { op, path, source }
     }
 
+    /// Whether this is a full disk (ENOSPC).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, LogError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull)
+    }
+
     pub(crate) fn corrupt(path: &Path, position: u64, reason: impl Into<String>) -> LogError {
         LogError::Corrupt { path: path.to_path_buf(), position, reason: reason.into() }
     }
