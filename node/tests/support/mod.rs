@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use keel_core::log::LogConfig;
+use keel_core::storage::Storage;
 use keel_core::storage::fs::FsStorage;
 use keel_node::kafka::BrokerConfig;
 use keel_node::kafka::KafkaConfig;
@@ -37,6 +38,8 @@ pub struct Options {
     pub timing: RaftTiming,
     /// The brokers' Kafka settings.
     pub broker: BrokerConfig,
+    /// Node id → its disk; a node missing here gets the real file system.
+    pub storage: BTreeMap<u64, Arc<dyn Storage>>,
 }
 
 impl Options {
@@ -46,6 +49,7 @@ impl Options {
             name,
             timing: FAST,
             broker: BrokerConfig { auto_create_topics_enable: false, ..BrokerConfig::default() },
+            storage: BTreeMap::new(),
         }
     }
 }
@@ -96,7 +100,8 @@ impl Cluster {
         for id in 1..=3 {
             let listener = tokio::net::TcpListener::bind(&peers[&id]).await.expect("bind");
             let config = node_config(options.name, options.timing, id, data.path(), &peers, &kafka);
-            let node = Node::start(config, Arc::new(FsStorage), listener, Arc::new(LogObserver)).await.expect("start");
+            let storage = options.storage.get(&id).cloned().unwrap_or_else(|| Arc::new(FsStorage));
+            let node = Node::start(config, storage, listener, Arc::new(LogObserver)).await.expect("start");
             let kafka_listener = tokio::net::TcpListener::bind(&kafka[&id]).await.expect("bind kafka");
             let settings = KafkaConfig { broker: options.broker.clone(), ..KafkaConfig::default() };
             tokio::spawn(keel_node::kafka::serve(node.clone(), kafka_listener, settings));
