@@ -76,7 +76,7 @@ pub struct LogShared {
     local: Mutex<Vec<LocalWaiter>>,
     /// Where the duration of each fsync is recorded (the node's metrics), once set.
     fsync_seconds: OnceLock<prometheus::Histogram>,
-    /// A write outside the segment log (`raft-state`) found the disk full.
+    /// A write outside the segment log (`raft-state`, the checkpoint) found the disk full.
     no_space: AtomicBool,
     /// An fsync failed: the replica must not recover by itself (the fail-closed rule).
     fsync_failed: AtomicBool,
@@ -167,8 +167,9 @@ impl LogShared {
         }
     }
 
-    /// Notes an error of a write outside the log, for [`LogShared::stopped_for_space`].
-    fn note(&self, e: io::Error) -> io::Error {
+    /// Notes an error of a write outside the log (`raft-state`, the state machine checkpoint),
+    /// for [`LogShared::stopped_for_space`].
+    pub(crate) fn note(&self, e: io::Error) -> io::Error {
         if e.kind() == io::ErrorKind::StorageFull {
             self.no_space.store(true, Ordering::Release);
         }
