@@ -154,10 +154,7 @@ fn halvings(fault: &Fault) -> Vec<Fault> {
             out.extend(half(down_ms).map(|d| Fault::StaleCandidate { node, isolated_ms, down_ms: d }));
         }
         Fault::DiskFull { nodes, duration_ms } => {
-            out.extend(half(duration_ms).map(|d| Fault::DiskFull { nodes: nodes.clone(), duration_ms: d }));
-            if nodes.len() > 1 {
-                out.extend(nodes.iter().map(|n| Fault::DiskFull { nodes: vec![*n], duration_ms }));
-            }
+            out.extend(half(duration_ms).map(|d| Fault::DiskFull { nodes: nodes.clone(), duration_ms: d }))
         }
         Fault::FsyncError { node, down_ms } => {
             out.extend(half(down_ms).map(|d| Fault::FsyncError { node, down_ms: d }))
