@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use keel_core::log::{LogConfig, LogError};
+use keel_core::storage::Storage;
 use keel_core::storage::sim::SimFaults;
 
 /// Protects against acknowledging after a failed fsync: the plan errors, the node fails the log,
@@ -115,4 +116,57 @@ fn stale_log_after_crash_cannot_write() {
     assert!(matches!(err, LogError::Io { .. }), "{err}");
     assert!(stale.is_failed().is_some());
     assert_eq!(check_log(&fresh).len(), 3);
+}
+
+/// Protects recovery from a full disk (issue 17): an append that finds the disk full fails the
+/// log *for space* (an EIO does not count as such), and once there is room the log reopened from
+/// the same disk — no crash — holds every entry that was durable before, and takes appends again.
+#[test]
+fn full_disk_fails_for_space_and_a_reopened_log_resumes() {
+    for seed in 0..20 {
+        let storage = sim(40 + seed);
+        let (mut log, _) = open(&storage, &tiny_config());
+        append_n(&mut log, 6, 1, 0);
+        sync(&mut log, storage.as_ref());
+        let durable = log.durable_index();
+        append_n(&mut log, 1, 1, 0);
+        storage.set_faults(SimFaults { disk_full: true, ..SimFaults::default() });
+        let index = log.next_index();
+        let err = log.append(index, 1, data_batch(3, 400, 0), 0).expect_err("the disk is full");
+        assert!(err.is_no_space(), "seed {seed}: {err}");
+        assert!(log.failed_for_space(), "seed {seed}");
+        log.close();
+        storage.set_faults(SimFaults::default());
+        let (mut log, _) = open(&storage, &tiny_config());
+        let last = log.last_entry().map(|m| m.index);
+        keel_core::storage::space::check_nothing_acknowledged_lost(durable, last).expect("nothing durable lost");
+        check_log(&log);
+        let index = log.next_index();
+        log.append(index, 2, data_batch(1, 5, 0), 0).expect("appends resume");
+        sync(&mut log, storage.as_ref());
+        assert_eq!(log.durable_index(), Some(index));
+    }
+    let storage = sim(99);
+    let (mut log, _) = open(&storage, &tiny_config());
+    append_n(&mut log, 2, 1, 0);
+    storage.fail_next_write(".log");
+    let index = log.next_index();
+    log.append(index, 1, data_batch(1, 5, 0), 0).expect_err("EIO");
+    assert!(log.is_failed().is_some() && !log.failed_for_space(), "an EIO is not a full disk");
+}
+
+/// Protects "deleting a topic frees its space at once": once a log is closed, removing its
+/// directory gives every byte back, even while other holders of the log value remain.
+#[test]
+fn a_closed_log_holds_no_file_open() {
+    let storage = sim(7);
+    let (mut log, _) = open(&storage, &tiny_config());
+    append_n(&mut log, 20, 1, 0);
+    sync(&mut log, storage.as_ref());
+    assert!(log.segment_count() > 1);
+    storage.remove_dir_all(&dir()).expect("remove");
+    assert!(storage.used_bytes() > 0, "open segments keep their blocks");
+    log.close();
+    assert_eq!(storage.used_bytes(), 0, "closing released every segment file");
+    assert!(matches!(log.read(0..1, 1), Err(LogError::Failed(_))));
 }

@@ -25,6 +25,8 @@
 //!   --group` and the simulated group members use it.
 //! - [`reconcile`]: what a node does over time — register, reconcile replicas with the
 //!   metadata, drive reassignments, hand leadership to preferred leaders, gossip leaders.
+//! - [`recovery`]: the recovery duty — a replica stopped by a full disk reopens from disk and
+//!   rejoins its group once there is room again.
 //! - [`status`]: a snapshot of what a node knows (nodes, partitions, lag, groups), taken per
 //!   request; [`metrics`]: the node's Prometheus counters and histograms, and the exposition
 //!   with the snapshot's gauges; [`http`]: the HTTP port serving `/metrics`, `/status.json`
@@ -48,6 +50,7 @@ pub mod node;
 pub mod partition;
 pub mod raft;
 pub mod reconcile;
+pub mod recovery;
 pub mod rt;
 pub mod status;
 pub mod transport;

@@ -516,9 +516,12 @@ async fn append(replica: &Arc<Replica>, batch: Bytes) -> client::AppendResponse 
             leader_epoch: a.leader_epoch,
         },
         Err(AppendError::NotLeader { leader }) => client::AppendResponse::NotLeader { leader },
-        Err(e @ (AppendError::Corrupt(_) | AppendError::TooLarge(_) | AppendError::Sequence(_))) => {
-            client::AppendResponse::Rejected(e.to_string())
-        }
+        Err(
+            e @ (AppendError::Corrupt(_)
+            | AppendError::TooLarge(_)
+            | AppendError::Sequence(_)
+            | AppendError::Storage(_)),
+        ) => client::AppendResponse::Rejected(e.to_string()),
         Err(AppendError::NotReady) => client::AppendResponse::NotLeader { leader: None },
         Err(AppendError::Unknown(e)) => client::AppendResponse::Unknown(e),
     }

@@ -33,6 +33,7 @@ use keel_core::producer::ProducerBatch;
 use keel_core::producer::ProducerStates;
 use keel_core::producer::SequenceError;
 use keel_core::storage::Storage;
+use keel_core::storage::space;
 use openraft::BasicNode;
 use openraft::ServerState;
 use openraft::errors::ClientWriteError;
@@ -108,6 +109,10 @@ pub enum AppendError {
     /// idempotent batch yet; nothing was proposed. Retriable.
     #[error("the leader is still applying earlier terms' entries; retry")]
     NotReady,
+    /// This replica cannot write: its disk is full (less than the batch plus the reserve free)
+    /// or its log stopped on a storage error; nothing was proposed. Kafka's KAFKA_STORAGE_ERROR.
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 /// How durable a batch must be before its append is answered.
@@ -147,12 +152,29 @@ pub struct ReplicaConfig {
     /// Applied entries between two state machine checkpoints (a restart re-applies at most this
     /// many entries plus the unsynced tail).
     pub sm_checkpoint_every_entries: u64,
+    /// Free bytes a leader keeps on its disk beyond a batch: a produce that would leave less is
+    /// refused with KAFKA_STORAGE_ERROR before it is proposed, and a replica stopped by a full
+    /// disk reopens once this much is free (`keel_core::storage::space`).
+    pub disk_reserve_bytes: u64,
 }
 
 impl ReplicaConfig {
     pub fn new(log: LogConfig, raft: Arc<openraft::Config>) -> ReplicaConfig {
-        ReplicaConfig { log, raft, sm_checkpoint_every_entries: crate::raft::state_machine::CHECKPOINT_EVERY_ENTRIES }
+        let disk_reserve_bytes = disk_reserve_bytes_for(&log);
+        ReplicaConfig {
+            log,
+            raft,
+            sm_checkpoint_every_entries: crate::raft::state_machine::CHECKPOINT_EVERY_ENTRIES,
+            disk_reserve_bytes,
+        }
     }
+}
+
+/// The default reserve: room for one more largest batch on every replica (followers write what
+/// the leader admitted), plus a mebibyte for index files, `raft-state`, checkpoints and the
+/// metadata group's log.
+pub fn disk_reserve_bytes_for(log: &LogConfig) -> u64 {
+    u64::try_from(log.batch_bytes_max).unwrap_or(u64::MAX).saturating_add(1 << 20)
 }
 
 pub struct Replica {
@@ -165,6 +187,8 @@ pub struct Replica {
     log: Arc<LogShared>,
     sm: StateMachine,
     batch_bytes_max: usize,
+    /// See [`ReplicaConfig::disk_reserve_bytes`].
+    disk_reserve_bytes: u64,
     /// The leader's producer state including the batches it proposed (see the module doc).
     sequencer: tokio::sync::Mutex<Option<Sequencer>>,
     /// The term in which an idempotent proposal failed: the sequencer of that term is stale
@@ -201,10 +225,54 @@ impl Replica {
         transport: Transport,
         observer: Arc<dyn Observer>,
     ) -> Result<Arc<Replica>, ReplicaError> {
+        Self::open_inner(node_id, raft_id, group, storage, dir, config, transport, observer, None).await
+    }
+
+    /// Reopens a replica that stopped on a full disk (see `crate::recovery`): opens its log from
+    /// disk as after a restart, checks that it still holds every entry that was durable before
+    /// it stopped (`durable_before`, which it may have acknowledged to its leader), and cuts
+    /// what lies above: those entries were never reported durable, and a failed write may have
+    /// left them partly on disk, so the group replicates them again.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn reopen(
+        node_id: NodeId,
+        raft_id: u64,
+        group: u64,
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        config: &ReplicaConfig,
+        transport: Transport,
+        observer: Arc<dyn Observer>,
+        durable_before: Option<u64>,
+    ) -> Result<Arc<Replica>, ReplicaError> {
+        let recovered = Some(durable_before);
+        Self::open_inner(node_id, raft_id, group, storage, dir, config, transport, observer, recovered).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn open_inner(
+        node_id: NodeId,
+        raft_id: u64,
+        group: u64,
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        config: &ReplicaConfig,
+        transport: Transport,
+        observer: Arc<dyn Observer>,
+        recovered: Option<Option<u64>>,
+    ) -> Result<Arc<Replica>, ReplicaError> {
         let (store, report) =
             LogStore::open(storage, dir, config.log.clone()).map_err(|source| ReplicaError::Open { group, source })?;
         if report.truncated_bytes > 0 || !report.indexes_rebuilt.is_empty() {
             tracing::warn!(group, ?report, "log recovered");
+        }
+        if let Some(durable_before) = recovered {
+            let mut log = store.shared().log();
+            let open_err = |reason: String| ReplicaError::Open { group, source: std::io::Error::other(reason) };
+            space::check_nothing_acknowledged_lost(durable_before, log.last_entry().map(|m| m.index))
+                .map_err(open_err)?;
+            let keep_next = durable_before.map_or(log.first_index(), |d| d + 1);
+            log.truncate_from(keep_next).map_err(|e| open_err(e.to_string()))?;
         }
         let log = store.shared().clone();
         let sm = StateMachine::new(Some(log.clone()), config.sm_checkpoint_every_entries);
@@ -223,6 +291,7 @@ impl Replica {
             log,
             sm,
             batch_bytes_max: config.log.batch_bytes_max,
+            disk_reserve_bytes: config.disk_reserve_bytes,
             sequencer: tokio::sync::Mutex::new(None),
             stale_term: Arc::new(AtomicU64::new(0)),
             in_flight: Arc::new(AtomicUsize::new(0)),
@@ -274,6 +343,7 @@ impl Replica {
     /// a producer id, and returns the wait for its answer.
     pub async fn propose(self: &Arc<Self>, bytes: Bytes, acks: Acks) -> Result<PendingAppend, AppendError> {
         let header = self.check(&bytes)?;
+        self.check_storage(bytes.len())?;
         match ProducerBatch::of(&header) {
             Some(producer) => self.submit_idempotent(bytes, header.crc, acks, producer).await,
             None => self.submit_checked(bytes, header.crc, acks).await,
@@ -291,6 +361,7 @@ impl Replica {
     /// the commit answers.
     pub async fn submit(&self, bytes: Bytes, acks: Acks) -> Result<PendingAppend, AppendError> {
         let header = self.check(&bytes)?;
+        self.check_storage(bytes.len())?;
         self.submit_checked(bytes, header.crc, acks).await
     }
 
@@ -453,6 +524,25 @@ impl Replica {
             }
             let _ = tokio::time::timeout(DUPLICATE_RECHECK, notified).await;
         }
+    }
+
+    /// Refuses a batch before it is proposed when this replica cannot write it: its log
+    /// stopped, or the free-space probe says the disk would keep less than the reserve
+    /// (`keel_core::storage::space::admits_append`). A probe that fails admits: the write decides.
+    fn check_storage(&self, batch_bytes: usize) -> Result<(), AppendError> {
+        if let Some(reason) = self.failed() {
+            return Err(AppendError::Storage(format!("partition stopped: {reason}")));
+        }
+        let available = self.log.storage.available_bytes(&self.log.dir).ok().flatten();
+        let batch_bytes = u64::try_from(batch_bytes).unwrap_or(u64::MAX);
+        if !space::admits_append(available, batch_bytes, self.disk_reserve_bytes) {
+            return Err(AppendError::Storage(format!(
+                "disk full: {} bytes free, a batch of {batch_bytes} bytes plus the reserve of {} bytes needed",
+                available.unwrap_or(0),
+                self.disk_reserve_bytes
+            )));
+        }
+        Ok(())
     }
 
     /// Checks a producer batch before it is proposed.
@@ -636,6 +726,24 @@ impl Replica {
             Ok(()) => None,
             Err(fatal) => Some(format!("raft stopped: {fatal}")),
         }
+    }
+
+    /// Why this replica stopped, if it did: a full disk (which [`crate::recovery`] recovers
+    /// from) or anything else.
+    pub fn stop_cause(&self) -> Option<space::StopCause> {
+        self.failed()?;
+        Some(if self.log.stopped_for_space() { space::StopCause::NoSpace } else { space::StopCause::Other })
+    }
+
+    /// Closes every file of this replica's log (after [`Replica::shutdown`]), so a removed
+    /// replica's space is freed at once, whoever still holds this value.
+    pub fn close(&self) {
+        self.log.close();
+    }
+
+    /// The replica's directory (its log, `raft-state`, checkpoint).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.log.dir
     }
 
     /// Wakes when the high watermark moves.

@@ -57,6 +57,7 @@ pub(crate) fn spawn_duties(node: &Arc<Node>) {
     crate::rt::spawn(reconcile_loop(node.clone()));
     crate::rt::spawn(gossip_loop(node.clone()));
     crate::rt::spawn(leader_duties_loop(node.clone()));
+    crate::rt::spawn(crate::recovery::recovery_loop(node.clone()));
 }
 
 fn ms(v: u64) -> Duration {
@@ -125,7 +126,7 @@ async fn reconcile_loop(node: Arc<Node>) {
 }
 
 impl Node {
-    fn partition_dir(&self, group: u64) -> PathBuf {
+    pub(crate) fn partition_dir(&self, group: u64) -> PathBuf {
         self.config.data_dir.join("partitions").join(group.to_string())
     }
 
@@ -257,6 +258,9 @@ impl Node {
         let replica = lock(&self.replicas).remove(&group);
         if let Some(r) = replica {
             r.shutdown().await;
+            // Tasks and requests may still hold the replica; its files close now, so removing
+            // the directory frees the space at once (an open file keeps its blocks).
+            r.close();
         }
         match self.delete_dir(group).await {
             Ok(()) => tracing::info!(node = self.id, group, "replica removed"),

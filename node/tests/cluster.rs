@@ -47,6 +47,7 @@ fn config(id: u64, data: &Path, peers: &BTreeMap<u64, String>) -> NodeConfig {
             log: LogConfig { segment_bytes_max: 4096, ..LogConfig::default() },
             raft: keel_node::raft::config(CLUSTER, timing).expect("raft config"),
             sm_checkpoint_every_entries: 16,
+            disk_reserve_bytes: keel_node::partition::disk_reserve_bytes_for(&LogConfig::default()),
         },
         metadata_raft: keel_node::raft::metadata_config(CLUSTER, timing).expect("raft config"),
         transport: TransportConfig::new(CLUSTER),

@@ -42,6 +42,13 @@ impl LogError {
         move |source| LogError::Io { op, path, source }
     }
 
+    /// Whether this is a full disk (ENOSPC) met while writing — not while syncing: a failed
+    /// fsync may have dropped written pages, whatever its error code.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, LogError::Io { op, source, .. }
+            if source.kind() == io::ErrorKind::StorageFull && !op.starts_with("fsync"))
+    }
+
     pub(crate) fn corrupt(path: &Path, position: u64, reason: impl Into<String>) -> LogError {
         LogError::Corrupt { path: path.to_path_buf(), position, reason: reason.into() }
     }

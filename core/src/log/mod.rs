@@ -201,6 +201,8 @@ pub struct PartitionLog {
     /// Where each leader epoch (term) starts, for OffsetForLeaderEpoch; kept in step with
     /// appends, truncations and purges, rebuilt on open ([`epochs`]).
     epochs: EpochCache,
+    /// Whether that error was a full disk (ENOSPC), which a node may recover from by itself.
+    failed_no_space: bool,
 }
 
 impl PartitionLog {
@@ -228,6 +230,7 @@ impl PartitionLog {
             truncations: 0,
             failed: None,
             epochs: EpochCache::new(),
+            failed_no_space: false,
         };
         let (first, next) = (log.first_index(), log.next_index());
         let epochs = EpochCache::rebuild(first, next, |index| match log.entry_meta(index)? {
@@ -705,6 +708,20 @@ impl PartitionLog {
         self.failed.as_deref()
     }
 
+    /// Whether the log failed because the disk was full (ENOSPC) — a cause a node may recover
+    /// from by reopening the log once there is room (`crate::storage::space`).
+    pub fn failed_for_space(&self) -> bool {
+        self.failed.is_some() && self.failed_no_space
+    }
+
+    /// Closes every file of the log (its replica was removed or is being reopened), so that the
+    /// space of removed files is freed at once; the log is failed from now on.
+    pub fn close(&mut self) {
+        self.fail("log closed".into());
+        self.segments.clear();
+        self.dirty.clear();
+    }
+
     fn check_failed(&self) -> Result<(), LogError> {
         match &self.failed {
             Some(reason) => Err(LogError::Failed(reason.clone())),
@@ -715,6 +732,9 @@ impl PartitionLog {
     /// Fails the log on any error of a mutation.
     fn guard<T>(&mut self, r: Result<T, LogError>) -> Result<T, LogError> {
         if let Err(e) = &r {
+            if self.failed.is_none() {
+                self.failed_no_space = e.is_no_space();
+            }
             self.fail(e.to_string());
         }
         r

@@ -58,6 +58,24 @@ impl Storage for FsStorage {
         fs::rename(from, to)
     }
 
+    fn available_bytes(&self, dir: &Path) -> io::Result<Option<u64>> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+        // SAFETY: `c_path` is a valid NUL-terminated string and `st` points to writable memory
+        // of the right type; statvfs writes only into it.
+        let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: statvfs returned 0, so it filled `st`.
+        let st = unsafe { st.assume_init() };
+        #[allow(clippy::useless_conversion)] // the field widths differ between platforms
+        let bytes = u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize));
+        Ok(Some(bytes))
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         // `Path::parent` of a relative name is the empty path: the current directory.
         let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };

@@ -4,13 +4,17 @@
 //! - [`sim::SimStorage`] is an in-memory file system for the simulator. It remembers what has been
 //!   made durable: on [`sim::SimStorage::crash`] it drops unsynced writes (keeping a random prefix
 //!   of them, the last one possibly torn) and unsynced directory changes; and, when told, it fails a
-//!   write or an fsync with EIO or ENOSPC, or asks the caller to wait (slow disk).
+//!   write or an fsync with EIO or ENOSPC, or asks the caller to wait (slow disk), or is full
+//!   for a while (every write that grows a file fails with ENOSPC).
+//! - [`space`] holds the decisions taken with the free-space probe [`Storage::available_bytes`]:
+//!   whether a produce is admitted, and when a partition stopped by a full disk is reopened.
 //!
 //! The traits are synchronous: core has no async runtime. The node runs slow calls (fsync) where it
 //! will not stall other work, and waits [`Storage::injected_latency`] through its runtime's clock.
 
 pub mod fs;
 pub mod sim;
+pub mod space;
 
 use std::io;
 use std::path::Path;
@@ -44,6 +48,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Removes a directory and everything in it (used when a replica is deleted).
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The free-space probe: bytes an unprivileged writer may still add on the file system that
+    /// holds `dir` (`statvfs`'s available blocks on a real disk); `Ok(None)` when the storage
+    /// cannot tell. Cheap enough to call before every produce; see [`space`] for what is decided
+    /// with it.
+    fn available_bytes(&self, _dir: &Path) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
     /// How long the caller should wait before an `op` (a simulated slow disk); zero for real disks.
     fn injected_latency(&self, _op: Op) -> Duration {
         Duration::ZERO

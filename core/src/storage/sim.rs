@@ -20,7 +20,9 @@
 //! # Faults
 //! [`SimFaults`] (set at any time with [`SimStorage::set_faults`]) fails writes with EIO or
 //! ENOSPC at given rates (a failed write may leave a random prefix of its bytes, like a short
-//! write), fails syncs with EIO, caps the total size, and hands out latencies through
+//! write), fails syncs with EIO, caps the total size, fills the disk for a while (`disk_full`:
+//! growing any file fails with ENOSPC until cleared; [`Storage::available_bytes`] is the
+//! free-space probe that sees it), and hands out latencies through
 //! [`Storage::injected_latency`]. [`SimStorage::fail_next_write`] / [`SimStorage::fail_next_sync`]
 //! are one-shot triggers for deterministic tests.
 //!
@@ -59,6 +61,9 @@ pub struct SimFaults {
     pub sync_latency: Range<Duration>,
     /// Total bytes across all files; growing past it fails with ENOSPC.
     pub capacity_bytes: Option<u64>,
+    /// The disk is full: every write or `set_len` that grows a file fails with ENOSPC (a write
+    /// still overwrites in place), and [`Storage::available_bytes`] answers 0, until cleared.
+    pub disk_full: bool,
 }
 
 /// One data operation not yet durable.
@@ -255,6 +260,12 @@ impl SimStorage {
     }
 
     /// Paths of every file in the current namespace, sorted.
+    /// Bytes the disk holds now: every inode's current content, those of removed files still
+    /// open included (their space is freed when the last handle closes, as on a real disk).
+    pub fn used_bytes(&self) -> u64 {
+        total_bytes(&lock(&self.inner))
+    }
+
     pub fn file_names(&self) -> Vec<PathBuf> {
         lock(&self.inner).names.keys().cloned().collect()
     }
@@ -509,6 +520,14 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    fn available_bytes(&self, _dir: &Path) -> io::Result<Option<u64>> {
+        let g = lock(&self.inner);
+        if g.faults.disk_full {
+            return Ok(Some(0));
+        }
+        Ok(g.faults.capacity_bytes.map(|cap| cap.saturating_sub(total_bytes(&g))))
+    }
+
     fn injected_latency(&self, op: Op) -> Duration {
         let mut g = lock(&self.inner);
         let range = match op {
@@ -605,6 +624,11 @@ impl StorageFile for SimFile {
         } else if g.faults.write_enospc_rate > 0.0 && g.rng.gen_bool(g.faults.write_enospc_rate.min(1.0)) {
             error = Some(ENOSPC);
         }
+        if g.faults.disk_full && error.is_none() && growth > 0 {
+            error = Some(ENOSPC);
+            // Overwriting in place needs no new blocks; only the growth is refused.
+            written = usize_len(cur_len.saturating_sub(pos)).min(data.len());
+        }
         if let Some(cap) = g.faults.capacity_bytes
             && error.is_none()
             && growth > 0
@@ -636,6 +660,9 @@ impl StorageFile for SimFile {
         let mut g = self.lock()?;
         let g = &mut *g;
         let cur_len = inode_mut(g, self.inode)?.current.len() as u64;
+        if g.faults.disk_full && len > cur_len {
+            return Err(io::Error::from_raw_os_error(ENOSPC));
+        }
         if let Some(cap) = g.faults.capacity_bytes
             && len > cur_len
             && total_bytes(g) + (len - cur_len) > cap
@@ -779,6 +806,43 @@ mod tests {
         assert_eq!(s.durable_len(&p("/d/a")), Some(0));
         s.crash();
         assert_eq!(content(&s, "/d/a"), Some(Vec::new()));
+    }
+
+    /// Protects the disk-full fault: while it lasts, growing a file fails with ENOSPC (kind
+    /// StorageFull) and the probe answers 0; overwriting in place still works; once cleared,
+    /// writes succeed again.
+    #[test]
+    fn disk_full_refuses_growth_until_cleared() {
+        let s = setup(3);
+        let f = s.open(&p("/d/a"), true).unwrap();
+        f.write_all_at(0, b"0123").unwrap();
+        s.set_faults(SimFaults { disk_full: true, ..SimFaults::default() });
+        assert_eq!(s.available_bytes(&p("/d")).unwrap(), Some(0));
+        let e = f.write_all_at(4, b"x").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(f.set_len(10).unwrap_err().kind(), io::ErrorKind::StorageFull);
+        f.write_all_at(0, b"ab").unwrap();
+        assert_eq!(f.len().unwrap(), 4);
+        s.set_faults(SimFaults::default());
+        assert_eq!(s.available_bytes(&p("/d")).unwrap(), None);
+        f.write_all_at(4, b"x").unwrap();
+        assert_eq!(content(&s, "/d/a").unwrap(), b"ab23x");
+    }
+
+    /// Protects the free-space probe: a capped disk reports what is left, and a removed file's
+    /// bytes count until its last handle closes.
+    #[test]
+    fn available_bytes_follow_usage_and_open_handles() {
+        let s = setup(4);
+        s.set_faults(SimFaults { capacity_bytes: Some(100), ..SimFaults::default() });
+        let f = s.open(&p("/d/a"), true).unwrap();
+        f.write_all_at(0, &[7; 30]).unwrap();
+        assert_eq!(s.available_bytes(&p("/d")).unwrap(), Some(70));
+        s.remove_dir_all(&p("/d")).unwrap();
+        assert_eq!(s.used_bytes(), 30, "an open handle keeps a removed file's blocks");
+        drop(f);
+        assert_eq!(s.used_bytes(), 0);
+        assert_eq!(s.available_bytes(&p("/d")).unwrap(), Some(100));
     }
 
     /// Protects the capacity limit: writes past it fail with ENOSPC.

@@ -249,6 +249,8 @@ fn finish(
         }
         // A new leader still applying earlier terms: the client retries after a metadata refresh.
         Ok(Err(AppendError::NotReady)) => not_leader(node, group, v),
+        // Refused before it was proposed: the disk is full or the partition stopped.
+        Ok(Err(AppendError::Storage(m))) => failure(ResponseError::KafkaStorageError, m, v),
         // The entry may still commit: the client retries (a duplicate is possible without
         // idempotence), and a replica that lost leadership meanwhile says so.
         Ok(Err(AppendError::Unknown(m))) => {

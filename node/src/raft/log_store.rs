@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use keel_core::log::EntryMeta;
@@ -74,6 +76,10 @@ pub struct LogShared {
     local: Mutex<Vec<LocalWaiter>>,
     /// Where the duration of each fsync is recorded (the node's metrics), once set.
     fsync_seconds: OnceLock<prometheus::Histogram>,
+    /// A write outside the segment log (`raft-state`, the checkpoint) found the disk full.
+    no_space: AtomicBool,
+    /// An fsync failed: the replica must not recover by itself (the fail-closed rule).
+    fsync_failed: AtomicBool,
 }
 
 /// One batch whose local durability someone awaits, named by the identity of its bytes.
@@ -148,6 +154,36 @@ impl LogShared {
         self.local().retain(|w| w.appended.is_none_or(|m| m.index < index));
     }
 
+    /// Whether what stopped this replica was a full disk and nothing else: no fsync failed, and
+    /// the log failed for space or `raft-state` could not be written for space.
+    pub fn stopped_for_space(&self) -> bool {
+        if self.fsync_failed.load(Ordering::Acquire) {
+            return false;
+        }
+        let log = self.log();
+        match log.is_failed() {
+            Some(_) => log.failed_for_space(),
+            None => self.no_space.load(Ordering::Acquire),
+        }
+    }
+
+    /// Notes an error of a write outside the log (`raft-state`, the state machine checkpoint),
+    /// for [`LogShared::stopped_for_space`].
+    pub(crate) fn note(&self, e: io::Error) -> io::Error {
+        if e.kind() == io::ErrorKind::StorageFull {
+            self.no_space.store(true, Ordering::Release);
+        }
+        e
+    }
+
+    /// Closes the log's files (the replica was removed or is being reopened) and lets the
+    /// flusher end.
+    pub fn close(&self) {
+        self.log().close();
+        self.fail_pending("log closed");
+        self.wakeup.notify_one();
+    }
+
     /// Records the duration of each fsync from now on in `histogram` (the first call wins).
     pub fn record_fsyncs_in(&self, histogram: prometheus::Histogram) {
         let _ = self.fsync_seconds.set(histogram);
@@ -191,6 +227,7 @@ impl LogShared {
             let plan = match synced {
                 Ok(plan) => plan,
                 Err(e) => {
+                    self.fsync_failed.store(true, Ordering::Release);
                     let reason = format!("fsync of {} failed: {e}", self.dir.display());
                     tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; partition stops (fail closed)");
                     self.log().fail(reason.clone());
@@ -257,6 +294,8 @@ impl LogStore {
             sync_lock: tokio::sync::Mutex::new(()),
             local: Mutex::new(Vec::new()),
             fsync_seconds: OnceLock::new(),
+            no_space: AtomicBool::new(false),
+            fsync_failed: AtomicBool::new(false),
         });
         Ok((LogStore { shared }, report))
     }
@@ -331,7 +370,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let storage = self.shared.storage.clone();
         let dir = self.shared.dir.clone();
         let to_store = next.clone();
-        rt::blocking(move || to_store.store(&*storage, &dir)).await??;
+        rt::blocking(move || to_store.store(&*storage, &dir)).await?.map_err(|e| self.shared.note(e))?;
         *self.shared.hard() = next;
         Ok(())
     }
@@ -385,7 +424,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let storage = self.shared.storage.clone();
         let dir = self.shared.dir.clone();
         let to_store = next.clone();
-        rt::blocking(move || to_store.store(&*storage, &dir)).await??;
+        rt::blocking(move || to_store.store(&*storage, &dir)).await?.map_err(|e| self.shared.note(e))?;
         *self.shared.hard() = next;
         self.shared.log().purge_through(log_id.index).map_err(io_err)?;
         Ok(())

@@ -115,7 +115,8 @@ impl StateMachine {
         let (storage, dir) = (log.storage.clone(), log.dir.clone());
         let (body, applied) = bytes;
         crate::rt::blocking(move || keel_core::storage::write_atomic(&*storage, &dir, CHECKPOINT_FILE, &body))
-            .await??;
+            .await?
+            .map_err(|e| log.note(e))?;
         self.inner().checkpointed = applied;
         Ok(())
     }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use keel_core::log::LogConfig;
+use keel_core::storage::Storage;
 use keel_core::storage::fs::FsStorage;
 use keel_node::kafka::BrokerConfig;
 use keel_node::kafka::KafkaConfig;
@@ -40,6 +41,8 @@ pub struct Options {
     /// How long a partition leader waits before it hands leadership to the preferred replica
     /// on its own (a test of ElectLeaders sets it out of reach).
     pub leader_settle_ms: u64,
+    /// Node id → its disk; a node missing here gets the real file system.
+    pub storage: BTreeMap<u64, Arc<dyn Storage>>,
 }
 
 impl Options {
@@ -50,6 +53,7 @@ impl Options {
             timing: FAST,
             broker: BrokerConfig { auto_create_topics_enable: false, ..BrokerConfig::default() },
             leader_settle_ms: 1000,
+            storage: BTreeMap::new(),
         }
     }
 }
@@ -101,7 +105,8 @@ impl Cluster {
             let listener = tokio::net::TcpListener::bind(&peers[&id]).await.expect("bind");
             let mut config = node_config(options.name, options.timing, id, data.path(), &peers, &kafka);
             config.timing.leader_settle_ms = options.leader_settle_ms;
-            let node = Node::start(config, Arc::new(FsStorage), listener, Arc::new(LogObserver)).await.expect("start");
+            let storage = options.storage.get(&id).cloned().unwrap_or_else(|| Arc::new(FsStorage));
+            let node = Node::start(config, storage, listener, Arc::new(LogObserver)).await.expect("start");
             let kafka_listener = tokio::net::TcpListener::bind(&kafka[&id]).await.expect("bind kafka");
             let settings = KafkaConfig { broker: options.broker.clone(), ..KafkaConfig::default() };
             tokio::spawn(keel_node::kafka::serve(node.clone(), kafka_listener, settings));

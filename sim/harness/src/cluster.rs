@@ -167,6 +167,7 @@ fn node_config(config: &ClusterConfig, id: u64) -> NodeConfig {
             raft,
             // Small, so that every seed restarts nodes from a checkpoint, not only from the log.
             sm_checkpoint_every_entries: 64,
+            disk_reserve_bytes: keel_node::partition::disk_reserve_bytes_for(&LogConfig::default()),
         },
         metadata_raft,
         transport: TransportConfig::new("keel-sim"),
@@ -329,6 +330,13 @@ impl SimCluster {
         detail.insert("max_ms".to_string(), serde_json::Value::from(latency.end.as_millis() as u64));
         storage.set_faults(SimFaults { sync_latency: latency, ..storage.faults() });
         self.note(if slow { "slow-disk" } else { "slow-disk-end" }, Some(id), detail);
+    }
+
+    /// Node `id`'s disk is full (every growing write fails with ENOSPC) or has room again.
+    pub fn disk_full(&self, id: u64, full: bool) {
+        let Some(storage) = self.slots().get(&id).map(|s| s.storage.clone()) else { return };
+        storage.set_faults(SimFaults { disk_full: full, ..storage.faults() });
+        self.note(if full { "disk-full" } else { "disk-full-end" }, Some(id), BTreeMap::new());
     }
 
     /// Restores every link and node: unclogs, stops packet loss and delay, restarts crashed

@@ -50,6 +50,12 @@ pub enum Fault {
     /// timers (elections, heartbeats, leader leases) and its wall clock (record timestamps)
     /// follow it (`keel_node::rt::drift`; madsim itself has one clock).
     ClockDrift { node: u64, rate_ppm: i64, duration_ms: u64 },
+    /// The disks of `nodes` are full for `duration_ms`: every write that grows a file fails with
+    /// ENOSPC (`SimFaults::disk_full`). A leader on a full disk refuses produces
+    /// (KAFKA_STORAGE_ERROR, before proposing); a replica whose write hits the full disk fails
+    /// closed. Once the disks have room, every stopped replica must reopen by itself, without a
+    /// restart, and the partition take writes again.
+    DiskFull { nodes: Vec<u64>, duration_ms: u64 },
     /// Requests arriving at the node are served after a random 0..=`delay_max_ms` each, so
     /// they overtake one another, and `duplicate_pct` of its Raft messages are served twice
     /// (`keel_node::transport::chaos`), for `duration_ms`.
@@ -88,6 +94,7 @@ impl Fault {
             | Fault::Halves { duration_ms, .. }
             | Fault::Bridge { duration_ms, .. }
             | Fault::ClockDrift { duration_ms, .. }
+            | Fault::DiskFull { duration_ms, .. }
             | Fault::Reorder { duration_ms, .. } => *duration_ms,
             Fault::CrashInFsync { after_ms, down_ms, .. } => after_ms + down_ms,
         }
@@ -165,6 +172,7 @@ mod tests {
             "Bridge",
             "ClockDrift",
             "Reorder",
+            "DiskFull",
         ];
         for kind in all {
             assert!(seen.contains(kind), "no seed draws {kind}: {seen:?}");

@@ -376,6 +376,55 @@ async fn control_loop(
     problems
 }
 
+/// How long (simulated) the replicas a full disk stopped get to reopen by themselves once it
+/// has room: a few of the recovery duty's rounds and its first pauses.
+const DISK_RECOVERY_MS_MAX: u64 = 15_000;
+
+/// After a full disk has room again: every replica of `group` it stopped on `full` must reopen
+/// by itself (no restart). A node whose *metadata* group the full disk stopped is restarted, as
+/// an operator would (Keel does not reopen the metadata group by itself; docs/architecture.md).
+async fn recovered_from_full_disk(
+    cluster: &Arc<SimCluster>,
+    admin: &keel_node::transport::Transport,
+    group: u64,
+    full: &[u64],
+) -> Option<Problem> {
+    for &n in full {
+        if !cluster.is_up(n) {
+            continue;
+        }
+        if workload::status(admin, n, keel_core::metadata::METADATA_GROUP).await.is_some_and(|s| s.failed.is_some()) {
+            cluster.crash(n);
+            cluster.restart(n);
+        }
+    }
+    let deadline = madsim::time::Instant::now() + Duration::from_millis(DISK_RECOVERY_MS_MAX);
+    loop {
+        let mut stopped = Vec::new();
+        for &n in full {
+            if let Some(s) = workload::status(admin, n, group).await
+                && let Some(reason) = s.failed
+            {
+                stopped.push(format!("node {n}: {reason}"));
+            }
+        }
+        if stopped.is_empty() {
+            return None;
+        }
+        if madsim::time::Instant::now() >= deadline {
+            return Some(Problem::new(
+                ProblemKind::NoConvergence,
+                format!(
+                    "replicas stopped by a full disk did not reopen within {DISK_RECOVERY_MS_MAX} ms of simulated \
+                     time after it had room again: {}",
+                    stopped.join("; ")
+                ),
+            ));
+        }
+        madsim::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn leader_of(admin: &keel_node::transport::Transport, nodes: &[u64], group: u64) -> Option<u64> {
     let mut best: Option<(u64, u64)> = None;
     for &n in nodes {
@@ -481,6 +530,16 @@ async fn apply_fault(
             cluster.crash(*node);
             cluster.restart(*node);
             return problem;
+        }
+        Fault::DiskFull { nodes: full, duration_ms } => {
+            for n in full {
+                cluster.disk_full(*n, true);
+            }
+            wait(*duration_ms).await;
+            for n in full {
+                cluster.disk_full(*n, false);
+            }
+            return recovered_from_full_disk(cluster, admin, group, full).await;
         }
         Fault::Delay { min_ms, max_ms, duration_ms } => {
             cluster.delay(Duration::from_millis(*min_ms)..Duration::from_millis((*max_ms).max(min_ms + 1)));

@@ -153,6 +153,9 @@ fn halvings(fault: &Fault) -> Vec<Fault> {
             out.extend(half(isolated_ms).map(|d| Fault::StaleCandidate { node, isolated_ms: d, down_ms }));
             out.extend(half(down_ms).map(|d| Fault::StaleCandidate { node, isolated_ms, down_ms: d }));
         }
+        Fault::DiskFull { nodes, duration_ms } => {
+            out.extend(half(duration_ms).map(|d| Fault::DiskFull { nodes: nodes.clone(), duration_ms: d }))
+        }
         Fault::FsyncError { node, down_ms } => {
             out.extend(half(down_ms).map(|d| Fault::FsyncError { node, down_ms: d }))
         }

@@ -86,6 +86,10 @@ pub fn fault(nodes: u64) -> BoxedStrategy<Fault> {
             duration_ms,
         },
     );
+    // One node's disk (leader or follower, whichever it is), or every node's.
+    let disk_full = (node.clone(), any::<bool>(), 300u64..3000).prop_map(move |(node, all, duration_ms)| {
+        Fault::DiskFull { nodes: if all { (1..=nodes).collect() } else { vec![node] }, duration_ms }
+    });
     prop_oneof![
         2 => crash,
         1 => majority,
@@ -102,6 +106,7 @@ pub fn fault(nodes: u64) -> BoxedStrategy<Fault> {
         1 => bridge,
         1 => clock_drift,
         1 => reorder,
+        1 => disk_full,
         1 => (node, 1000u64..4000, 500u64..2000)
             .prop_map(|(node, isolated_ms, down_ms)| Fault::StaleCandidate { node, isolated_ms, down_ms }),
     ]
