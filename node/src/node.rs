@@ -258,6 +258,11 @@ impl Node {
         &self.transport
     }
 
+    /// `group`'s leader as clients may be told it: none on a node known to be down.
+    pub fn live_leader(&self, group: u64) -> Option<crate::leaders::LeaderInfo> {
+        self.leaders.get(group).filter(|l| !self.transport.peers_down().contains(&l.leader))
+    }
+
     pub fn meta(&self) -> &Arc<MetaGroup> {
         &self.meta
     }
