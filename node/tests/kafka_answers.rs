@@ -37,8 +37,10 @@ const INVALID_TOPIC_EXCEPTION: i64 = 17;
 const INVALID_REPLICATION_FACTOR: i64 = 38;
 const WAIT_MAX: Duration = Duration::from_secs(90);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `n` distinct free ports (all held until all are picked, so none is handed out twice).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
 struct Cluster {
@@ -52,11 +54,14 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let addrs = || (1..=NODES).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        let ports = free_ports(3 * NODES as usize);
+        let addrs = |k: usize| -> BTreeMap<u64, String> {
+            (1..=NODES).map(|id| (id, format!("127.0.0.1:{}", ports[k * NODES as usize + id as usize - 1]))).collect()
+        };
         let mut c = Cluster {
-            nodes: addrs(),
-            kafka: addrs(),
-            http: addrs(),
+            nodes: addrs(0),
+            kafka: addrs(1),
+            http: addrs(2),
             dir: tempfile::tempdir().unwrap(),
             children: BTreeMap::new(),
             runs: 0,
@@ -230,6 +235,11 @@ fn kafka_answers_refusals_auto_creation_isr_and_dead_leaders_as_kafka_does() {
         let p = &r["partitions"]["0"];
         (p["leader"].as_i64().unwrap_or(-1) > 0 && ids(&p["isr"]).len() == 3).then_some(r)
     });
+    // Healthy followers stay in sync past the lag time: their acknowledgements keep them in,
+    // not the grace a new leader gives every follower.
+    std::thread::sleep(Duration::from_millis(3 * LAG_MS.parse::<u64>().unwrap()));
+    let again = c.answers(&["metadata", "--topic", "isr"], &b);
+    assert_eq!(ids(&again["partitions"]["0"]["isr"]).len(), 3, "{again}");
     let leader = md["partitions"]["0"]["leader"].as_i64().unwrap() as u64;
     let follower = (1..=NODES).find(|n| *n != leader).unwrap();
     let survivor = (1..=NODES).find(|n| *n != leader && *n != follower).unwrap();
