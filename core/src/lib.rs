@@ -13,6 +13,8 @@
 //!   offsets, retention, lag) and the records of the offsets topic that persist them.
 //! - [`producer`]: idempotent-producer state of a partition (epochs, last batch sequences and
 //!   their offsets) and Kafka's rules for accepting, deduplicating or refusing a batch.
+//! - [`isr`]: a partition's in-sync replicas from its followers' progress, by Kafka's
+//!   `replica.lag.time.max.ms` rule.
 //! - [`metadata`]: the cluster metadata model (nodes, topics, partition assignments), the
 //!   commands the metadata Raft group applies to it, replica placement and topic configs.
 //!
@@ -22,6 +24,7 @@
 pub mod batch;
 pub mod data_format;
 pub mod group;
+pub mod isr;
 pub mod log;
 pub mod metadata;
 pub mod producer;

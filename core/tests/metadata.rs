@@ -259,17 +259,25 @@ fn create_topic_refuses_invalid_names() {
 // ---------------------------------------------------------------------------------------------
 // Replication factor
 
-/// Protects RF defaulting: a topic without an RF gets the broker default, capped by the nodes
-/// that can take replicas (a 1-node dev cluster with default 3 still works); default 0 means 1.
+/// Protects durability from silent weakening (issue 17): a topic without an RF gets the broker
+/// default, and when fewer nodes can take replicas the creation is refused with Kafka's
+/// INVALID_REPLICATION_FACTOR, never created with fewer replicas; default 0 means 1.
 #[test]
-fn replication_factor_defaults_to_broker_default_capped_by_eligible_nodes() {
+fn replication_factor_defaults_to_broker_default_and_is_never_capped() {
     let mut m = Meta::cluster(2, 3);
-    m.create("small", 1, None);
-    assert_eq!(m.state.topics["small"].replication_factor, 2, "capped by 2 nodes");
+    assert_eq!(
+        m.refused(create_cmd("small", 1, None)),
+        MetaError::InvalidReplicationFactor { requested: 3, available: 2 },
+        "2 nodes cannot hold the default 3 replicas"
+    );
+    assert!(!m.state.topics.contains_key("small"));
     m.ok(register(3, None));
     m.ok(Command::Decommission { node: 3 });
-    m.create("after", 1, None);
-    assert_eq!(m.state.topics["after"].replication_factor, 2, "decommissioning nodes do not count");
+    assert_eq!(
+        m.refused(create_cmd("after", 1, None)),
+        MetaError::InvalidReplicationFactor { requested: 3, available: 2 },
+        "decommissioning nodes do not count"
+    );
     for id in 4..=5 {
         m.ok(register(id, None));
     }
@@ -287,7 +295,11 @@ fn replication_factor_above_eligible_nodes_is_refused_with_a_clear_error() {
     let mut m = Meta::cluster(3, 1);
     let err = m.refused(create_cmd("t", 1, Some(4)));
     assert_eq!(err, MetaError::InvalidReplicationFactor { requested: 4, available: 3 });
-    assert_eq!(err.to_string(), "replication factor 4 cannot be met: 3 node(s) can take replicas");
+    // Kafka's text (StripedReplicaPlacer, wrapped by ReplicationControlManager).
+    assert_eq!(
+        err.to_string(),
+        "Unable to replicate the partition 4 time(s): The target replication factor of 4 cannot be reached because only 3 broker(s) are registered."
+    );
 
     m.ok(register(4, None));
     m.ok(Command::Decommission { node: 4 });
@@ -301,7 +313,7 @@ fn replication_factor_above_eligible_nodes_is_refused_with_a_clear_error() {
     let mut empty = Meta::new(3);
     assert_eq!(
         empty.refused(create_cmd("t", 1, None)),
-        MetaError::InvalidReplicationFactor { requested: 1, available: 0 },
+        MetaError::InvalidReplicationFactor { requested: 3, available: 0 },
         "no nodes at all"
     );
 }

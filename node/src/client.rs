@@ -41,8 +41,13 @@ pub struct ClusterView {
     pub node: NodeId,
     pub metadata_leader: Option<NodeId>,
     pub metadata: keel_core::metadata::MetadataState,
-    /// Partition group → its leader and epoch, as far as this node knows.
+    /// Partition group → its leader and epoch, as far as this node knows; never a leader on a
+    /// node in `down`.
     pub leaders: std::collections::BTreeMap<u64, crate::leaders::LeaderInfo>,
+    /// Partition group → its in-sync replicas as its leader last reported them.
+    pub isr: std::collections::BTreeMap<u64, crate::leaders::IsrInfo>,
+    /// Nodes the transport knows are down (see `Transport::peers_down`).
+    pub down: std::collections::BTreeSet<NodeId>,
 }
 
 /// Answer to an append (the request body is the raw RecordBatch v2).

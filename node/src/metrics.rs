@@ -249,6 +249,7 @@ mod tests {
                 replicas: vec![1, 2, 3],
                 leader: Some(1),
                 term: Some(4),
+                isr: vec![1, 2],
                 local: Some(LocalReplica {
                     is_leader: true,
                     term: 4,

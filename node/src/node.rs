@@ -63,11 +63,20 @@ pub struct ControlTiming {
     pub rebalance_ms: u64,
     /// A leader keeps leadership at least this long before handing it to the preferred leader.
     pub leader_settle_ms: u64,
+    /// Kafka's `replica.lag.time.max.ms`: a follower that has not caught up to its leader's log
+    /// end for longer than this leaves the partition's in-sync replicas (`keel_core::isr`).
+    pub replica_lag_time_max_ms: u64,
 }
 
 impl Default for ControlTiming {
     fn default() -> Self {
-        ControlTiming { reconcile_ms: 500, gossip_ms: 1000, rebalance_ms: 1000, leader_settle_ms: 3000 }
+        ControlTiming {
+            reconcile_ms: 500,
+            gossip_ms: 1000,
+            rebalance_ms: 1000,
+            leader_settle_ms: 3000,
+            replica_lag_time_max_ms: 30_000,
+        }
     }
 }
 
@@ -86,7 +95,7 @@ pub struct NodeConfig {
     /// The metadata group's voters: id → node-to-node address. Every node knows them; nodes not
     /// listed join the metadata group as learners when they register.
     pub voters: BTreeMap<NodeId, String>,
-    /// Replication factor of topics created without one (capped by the node count).
+    /// Replication factor of topics created without one (more than the nodes is refused).
     pub default_replication_factor: u16,
     pub replica: ReplicaConfig,
     /// The metadata group's Raft configuration (snapshots on, unlike partitions).
@@ -252,6 +261,11 @@ impl Node {
         &self.transport
     }
 
+    /// `group`'s leader as clients may be told it: none on a node known to be down.
+    pub fn live_leader(&self, group: u64) -> Option<crate::leaders::LeaderInfo> {
+        self.leaders.get(group).filter(|l| !self.transport.peers_down().contains(&l.leader))
+    }
+
     pub fn meta(&self) -> &Arc<MetaGroup> {
         &self.meta
     }
@@ -390,11 +404,14 @@ impl Node {
                 self.leaders.observe(r.group, node_of(l), term);
             }
         }
+        let down = self.transport.peers_down();
         client::ClusterView {
             node: self.id,
             metadata_leader: self.meta.leader(),
             metadata: self.meta.sm().state(),
-            leaders: self.leaders.all(),
+            leaders: crate::leaders::without_down(self.leaders.all(), &down),
+            isr: self.leaders.isr_all(),
+            down,
         }
     }
 

@@ -15,7 +15,10 @@
 //!   learners and wait until they have caught up, change the voters to the target with joint
 //!   consensus, then propose `CompleteReassignment` — only then may the old replicas delete
 //!   their copies); hand leadership to the preferred leader once it is live and caught up;
-//! - **gossip**: tell every peer which groups this node leads (see [`crate::leaders`]).
+//! - **gossip**: tell every peer which groups this node leads and, for each, its in-sync
+//!   replicas by Kafka's `replica.lag.time.max.ms` rule (`keel_core::isr`, fed with each
+//!   follower's matched index and last acknowledgement from openraft's metrics every gossip
+//!   interval; see [`crate::leaders`]).
 //!
 //! A draining node (see [`crate::drain`]) skips its leader duties, and no node hands preferred
 //! leadership to a peer that said it drains.
@@ -26,12 +29,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use keel_core::isr::FollowerProgress;
+use keel_core::isr::IsrTracker;
 use keel_core::metadata::Command;
 use keel_core::metadata::MetadataState;
 use keel_core::metadata::PartitionAssignment;
 use keel_core::metadata::node_of;
 use openraft::BasicNode;
 use openraft::ChangeMembers;
+use openraft::Instant as _;
 use openraft::ServerState;
 use openraft_rt::WatchReceiver;
 
@@ -41,6 +47,7 @@ use crate::node::Node;
 use crate::node::lock;
 use crate::partition::Replica;
 use crate::raft::NodeId;
+use crate::raft::TypeConfig;
 use crate::raft::network;
 
 pub(crate) const DELETING_MARKER: &str = "DELETING";
@@ -302,24 +309,40 @@ impl Node {
 }
 
 async fn gossip_loop(node: Arc<Node>) {
+    // The ISR trackers of the groups this node leads, each for one term; time in ms since start
+    // on the runtime's clock.
+    let start = tokio::time::Instant::now();
+    let mut trackers: BTreeMap<u64, (u64, IsrTracker)> = BTreeMap::new();
     while !node.is_stopped() {
         tokio::time::sleep(ms(node.config.timing.gossip_ms)).await;
+        let now_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let lag_ms = node.config.timing.replica_lag_time_max_ms;
         let replicas: Vec<Arc<Replica>> = lock(&node.replicas).values().cloned().collect();
         let mut leads = Vec::new();
+        let mut isr = Vec::new();
+        let mut led = BTreeSet::new();
         for r in &replicas {
-            let (state, leader, term) = {
-                let rx = r.raft().metrics();
-                let m = rx.borrow_watched();
-                (m.state, m.current_leader, m.current_term)
-            };
+            let m = r.raft().metrics().borrow_watched().clone();
+            let (state, leader, term) = (m.state, m.current_leader, m.current_term);
             if let Some(l) = leader {
                 node.leaders.observe(r.group, node_of(l), term);
             }
             if state == ServerState::Leader && leader == Some(r.raft_id) {
                 leads.push((r.group, term));
+                led.insert(r.group);
+                let followers = follower_progress(&m, r.raft_id, now_ms);
+                if trackers.get(&r.group).is_none_or(|(t, _)| *t != term) {
+                    trackers.insert(r.group, (term, IsrTracker::new(now_ms, followers.keys().copied())));
+                }
+                let Some((_, tracker)) = trackers.get_mut(&r.group) else { continue };
+                tracker.observe(now_ms, m.last_log_index.unwrap_or(0), &followers, lag_ms);
+                let nodes: Vec<NodeId> = tracker.isr(node_of(r.raft_id), now_ms, lag_ms).into_iter().collect();
+                node.leaders.observe_isr(r.group, term, nodes.clone());
+                isr.push((r.group, nodes));
             }
         }
-        let report = LeaderReport { from: node.id, leads };
+        trackers.retain(|g, _| led.contains(g));
+        let report = LeaderReport { from: node.id, leads, isr };
         let Ok(body) = network::encode(&report) else { continue };
         let peers: Vec<NodeId> =
             node.meta.sm().with_state(|s| s.nodes.keys().copied().filter(|n| *n != node.id).collect());
@@ -331,6 +354,28 @@ async fn gossip_loop(node: Arc<Node>) {
             });
         }
     }
+}
+
+/// Each follower's progress as a leader's Raft metrics show it, keyed by node id: its matched
+/// log index and when (ms on the caller's clock, `now_ms` being now) it last acknowledged.
+fn follower_progress(
+    m: &openraft::RaftMetrics<TypeConfig>,
+    self_raft_id: u64,
+    now_ms: u64,
+) -> BTreeMap<NodeId, FollowerProgress> {
+    let matched = |id: u64| m.replication.as_ref().and_then(|rep| rep.get(&id).cloned().flatten()).map(|l| l.index);
+    let acked_ms = |id: u64| {
+        let at = m.heartbeat.as_ref().and_then(|hb| hb.get(&id).cloned().flatten())?;
+        let ago = u64::try_from((*at).elapsed().as_millis()).unwrap_or(u64::MAX);
+        Some(now_ms.saturating_sub(ago))
+    };
+    m.membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .filter(|id| *id != self_raft_id)
+        .map(|id| (node_of(id), FollowerProgress { matched: matched(id), acked_ms: acked_ms(id) }))
+        .collect()
 }
 
 async fn leader_duties_loop(node: Arc<Node>) {

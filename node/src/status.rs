@@ -6,10 +6,9 @@
 //! and `/metrics` turns it into gauges ([`crate::metrics`]). Nothing is polled in the background:
 //! a [`Snapshot`] is taken per request from the node's state.
 //!
-//! Under-replicated: a partition this node leads in which some voter other than itself is not
-//! live (no leader report from its node within [`LIVE_GOSSIP_INTERVALS`] gossip intervals) or
-//! does not hold every committed entry (its matched log index is below the leader's commit
-//! index). A voter that is merely still receiving entries above the commit index is caught up.
+//! Under-replicated, as Kafka means it: a partition this node leads whose in-sync replicas are
+//! fewer than its replicas — a follower not caught up to the leader's log end within
+//! `replica.lag.time.max.ms` (`keel_core::isr`), or on a node the transport knows is down.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -67,6 +66,8 @@ pub struct PartitionRow {
     pub leader: Option<NodeId>,
     /// The term of that leader.
     pub term: Option<u64>,
+    /// In-sync replicas (as Metadata reports them).
+    pub isr: Vec<NodeId>,
     /// This node's replica, if it hosts one.
     pub local: Option<LocalReplica>,
 }
@@ -142,7 +143,9 @@ pub async fn snapshot(node: &Arc<Node>) -> Snapshot {
     for topic in view.metadata.topics.values() {
         for (index, a) in topic.partitions.iter().enumerate() {
             let known = view.leaders.get(&a.group);
-            let local = node.replica(a.group).map(|r| local_replica(&r, &is_live));
+            let isr = crate::leaders::in_sync(known.copied(), view.isr.get(&a.group), &a.replicas, &view.down);
+            let short_isr = isr.len() < a.replicas.len();
+            let local = node.replica(a.group).map(|r| local_replica(&r, &is_live, short_isr));
             if let Some(l) = &local {
                 under_replicated += u64::from(l.under_replicated);
                 high_watermarks.insert((topic.name.clone(), index as i32), l.high_watermark);
@@ -154,6 +157,7 @@ pub async fn snapshot(node: &Arc<Node>) -> Snapshot {
                 replicas: a.replicas.clone(),
                 leader: known.map(|k| k.leader),
                 term: known.map(|k| k.term),
+                isr,
                 local,
             });
         }
@@ -187,7 +191,8 @@ pub async fn snapshot(node: &Arc<Node>) -> Snapshot {
     }
 }
 
-fn local_replica(r: &Replica, is_live: &impl Fn(NodeId) -> bool) -> LocalReplica {
+/// `short_isr`: the partition's in-sync replicas are fewer than its replicas.
+fn local_replica(r: &Replica, is_live: &impl Fn(NodeId) -> bool, short_isr: bool) -> LocalReplica {
     let m = r.raft().metrics().borrow_watched().clone();
     let is_leader = m.state == ServerState::Leader && m.current_leader == Some(r.raft_id);
     let commit_index = m.local_committed.map(|c| c.index);
@@ -210,7 +215,7 @@ fn local_replica(r: &Replica, is_live: &impl Fn(NodeId) -> bool) -> LocalReplica
             });
         }
     }
-    let under_replicated = is_leader && under_replicated(&followers, commit_index);
+    let under_replicated = is_leader && short_isr;
     LocalReplica {
         is_leader,
         term: m.current_term,
@@ -228,19 +233,6 @@ fn local_replica(r: &Replica, is_live: &impl Fn(NodeId) -> bool) -> LocalReplica
     }
 }
 
-/// Whether a leader with these `followers` (every other voter) and this commit index is
-/// under-replicated: some voter is not live, or does not hold every committed entry.
-fn under_replicated(followers: &[FollowerRow], commit_index: Option<u64>) -> bool {
-    followers.iter().any(|f| {
-        let holds_committed = match (f.matched_index, commit_index) {
-            (_, None) => true,
-            (None, Some(_)) => false,
-            (Some(m), Some(c)) => m >= c,
-        };
-        !f.live || !holds_committed
-    })
-}
-
 /// How far `behind` is from `ahead`, in log entries (an absent index is before index 0).
 fn behind(ahead: Option<u64>, behind: Option<u64>) -> u64 {
     match (ahead, behind) {
@@ -252,25 +244,7 @@ fn behind(ahead: Option<u64>, behind: Option<u64>) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::FollowerRow;
     use super::behind;
-    use super::under_replicated;
-
-    fn follower(matched_index: Option<u64>, live: bool) -> FollowerRow {
-        FollowerRow { node: 2, matched_index, lag_entries: 0, live }
-    }
-
-    /// Under-replicated means a voter is down or misses committed entries — not that it is still
-    /// receiving entries above the commit index (that is every follower under load).
-    #[test]
-    fn under_replicated_is_a_dead_voter_or_one_missing_committed_entries() {
-        assert!(!under_replicated(&[], Some(5)), "a single-voter group");
-        assert!(!under_replicated(&[follower(Some(5), true), follower(Some(7), true)], Some(5)));
-        assert!(under_replicated(&[follower(Some(5), true), follower(Some(4), true)], Some(5)));
-        assert!(under_replicated(&[follower(Some(9), false)], Some(5)), "caught up but not live");
-        assert!(under_replicated(&[follower(None, true)], Some(0)), "holds nothing of a committed log");
-        assert!(!under_replicated(&[follower(None, true)], None), "nothing committed yet");
-    }
 
     /// The lag gauges never underflow and count an empty follower as missing every entry.
     #[test]

@@ -272,6 +272,14 @@ fn client_commands_against_keel_dev() {
         "2".into(),
     ];
     let mut dev = Dev::start(&shell, &dev_args, 1);
+    // "N nodes up" means N registered nodes (issue 17: a topic created right after it got
+    // replication factor 2): the default RF 3 is met at once, never refused or capped.
+    eventually("keel dev says its nodes are up", || {
+        std::fs::read_to_string(&dev.stdout).unwrap_or_default().contains("3 nodes up").then_some(())
+    });
+    let r = shell.keel(&["topic", "create", "first", "--partitions", "1", "-b", &b], None).ok();
+    assert_eq!(r.stdout.trim(), "created topic first: 1 partitions, replication factor 3");
+    shell.keel(&["topic", "delete", "first", "-b", &b], None).ok();
     let status = wait_ready(&shell, kafka_port, &[], &dev);
     assert_eq!(status["cluster_id"], "keel-cli-test");
     let out = std::fs::read_to_string(&dev.stdout).unwrap();

@@ -52,7 +52,13 @@ fn config(id: u64, data: &Path, peers: &BTreeMap<u64, String>) -> NodeConfig {
         metadata_raft: keel_node::raft::metadata_config(CLUSTER, timing).expect("raft config"),
         transport: TransportConfig::new(CLUSTER),
         heartbeat_batch: Default::default(),
-        timing: ControlTiming { reconcile_ms: 100, gossip_ms: 100, rebalance_ms: 200, leader_settle_ms: 1000 },
+        timing: ControlTiming {
+            reconcile_ms: 100,
+            gossip_ms: 100,
+            rebalance_ms: 200,
+            leader_settle_ms: 1000,
+            ..ControlTiming::default()
+        },
     }
 }
 

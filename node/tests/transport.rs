@@ -264,6 +264,7 @@ async fn a_restarted_peer_is_redialed_and_pending_calls_fail_promptly() {
     let b = start(2).await;
     introduce(&[&a, &b]);
     a.transport.call(2, 0, ECHO, Bytes::new(), TIMEOUT).await.unwrap();
+    assert!(a.transport.peers_down().is_empty());
 
     // A call pending on b when b goes away fails with Unreachable, well before its timeout.
     let slow = Bytes::from(10_000u64.to_be_bytes().to_vec());
@@ -282,12 +283,15 @@ async fn a_restarted_peer_is_redialed_and_pending_calls_fail_promptly() {
     // While b is down calls fail (and back off) instead of hanging.
     let err = a.transport.call(2, 0, ECHO, Bytes::new(), TIMEOUT).await.unwrap_err();
     assert!(matches!(err, TransportError::Unreachable { peer: 2, .. }), "{err:?}");
+    // ... and a knows b is down (what keeps Metadata from naming leaders on b).
+    assert_eq!(a.transport.peers_down(), [2].into());
 
     // b comes back on the same address; a reconnects.
     let b2 = start_at(2, config("test"), &b.addr.to_string()).await;
     b2.transport.set_peer_addr(1, a.addr.to_string());
     let r = call_until_ok(&a, 2).await;
     assert_eq!(echo_of(&r).0, 2);
+    assert!(a.transport.peers_down().is_empty(), "up again once a connection is");
     let r = b2.transport.call(1, 3, ECHO, Bytes::new(), TIMEOUT).await.unwrap();
     assert_eq!(echo_of(&r).0, 1);
     assert_eq!(a.transport.stats().connections_open, 1);

@@ -293,7 +293,7 @@ fn step(
         }
         Command::CreateTopic { name, partitions, replication_factor, configs } => {
             let eligible = m.eligible();
-            let rf = replication_factor.unwrap_or_else(|| m.default_rf.min(eligible as u16).max(1));
+            let rf = replication_factor.unwrap_or(m.default_rf);
             let expect = valid_name(name)
                 && !m.topics.contains_key(name)
                 && (1..=TOPIC_PARTITIONS_MAX).contains(partitions)

@@ -169,7 +169,8 @@ pub enum Command {
         kafka_addr: String,
         rack: Option<String>,
     },
-    /// `replication_factor` `None` = the broker default, capped by the node count.
+    /// `replication_factor` `None` = the broker default (`default.replication.factor`), never
+    /// capped: more than the nodes that can take replicas is refused, as Kafka refuses it.
     CreateTopic {
         name: String,
         partitions: u32,
@@ -244,11 +245,15 @@ pub enum MetaError {
     TopicExists(String),
     #[error("unknown topic '{0}'")]
     UnknownTopic(String),
-    #[error("invalid topic name: {0}")]
+    /// Holds Kafka's own sentence for the rule broken (`Topic.validate`).
+    #[error("{0}")]
     InvalidTopicName(String),
     #[error("invalid partition count: {0}")]
     InvalidPartitions(String),
-    #[error("replication factor {requested} cannot be met: {available} node(s) can take replicas")]
+    /// Kafka's words (its replica placer), so clients and tools show what they show for Kafka.
+    #[error(
+        "Unable to replicate the partition {requested} time(s): The target replication factor of {requested} cannot be reached because only {available} broker(s) are registered."
+    )]
     InvalidReplicationFactor { requested: u16, available: usize },
     #[error("invalid topic config: {0}")]
     InvalidConfig(String),
@@ -286,7 +291,8 @@ pub struct MetadataState {
     pub groups: BTreeMap<u64, (String, u32)>,
     /// Log index of the last applied command (0 before any).
     pub applied_index: u64,
-    /// Replication factor used when a topic does not name one (capped by the node count).
+    /// Replication factor used when a topic does not name one (refused, like any other, when
+    /// fewer nodes can take replicas).
     pub default_replication_factor: u16,
     /// The first idempotent-producer id not handed out yet; every id below it was handed out
     /// once, in a block to one node.
@@ -392,11 +398,7 @@ impl MetadataState {
         }
         self.check_cluster_room(partitions as u64)?;
         topic_config::validate(configs)?;
-        let available = self.eligible_nodes().len();
-        let rf = match replication_factor {
-            Some(rf) => rf,
-            None => self.default_replication_factor.min(u16::try_from(available).unwrap_or(u16::MAX)).max(1),
-        };
+        let rf = replication_factor.unwrap_or(self.default_replication_factor);
         let replicas = placement::place_new(self, partitions as usize, rf)?;
         let id = topic_id(index, name);
         let groups: Vec<u64> = (0..partitions as u64).map(|p| self.next_group + p).collect();
@@ -642,20 +644,25 @@ impl MetadataState {
     }
 }
 
-/// Kafka's topic name rules: 1–249 characters from `[a-zA-Z0-9._-]`, not `.` or `..`.
+/// Kafka's topic name rules: 1–249 characters from `[a-zA-Z0-9._-]`, not `.` or `..`; each
+/// refusal in Kafka's words (`Topic.validate`), which clients and tools show as they are.
 pub fn validate_topic_name(name: &str) -> Result<(), MetaError> {
-    let bad = |why: &str| Err(MetaError::InvalidTopicName(format!("'{name}': {why}")));
+    let bad = |why: String| Err(MetaError::InvalidTopicName(why));
     if name.is_empty() {
-        return bad("empty");
-    }
-    if name.len() > TOPIC_NAME_BYTES_MAX {
-        return bad("longer than 249 characters");
+        return bad("Topic name is illegal, it can't be empty".to_string());
     }
     if name == "." || name == ".." {
-        return bad("'.' and '..' are not allowed");
+        return bad("Topic name cannot be \".\" or \"..\"".to_string());
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return bad(format!(
+            "Topic name is illegal, it can't be longer than {TOPIC_NAME_BYTES_MAX} characters, topic name: {name}"
+        ));
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
-        return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
+        return bad(format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! `keel cluster status`: nodes, partitions, their leaders and replicas, from a Metadata request
 //! (so it works against Kafka too). A partition is *offline* without a leader and
-//! *under-replicated* when its in-sync replicas are fewer than its replicas (as the broker
-//! reports them: Kafka's ISR; Keel reports every replica as in sync, so on Keel the Raft lag
-//! on `/metrics` is the sharper view).
+//! *under-replicated* when its in-sync replicas are fewer than its replicas, as the broker
+//! reports them: Kafka's ISR. Keel's leaders compute it from each follower's Raft progress by
+//! Kafka's `replica.lag.time.max.ms` rule (a follower not caught up to the leader's log end
+//! within that time, or on a node known down, is out of it).
 
 use std::collections::BTreeMap;
 

@@ -235,7 +235,7 @@ pub struct BrokerSettings {
     /// Partitions of a topic created without a count (`broker.num_partitions`; default: 1).
     #[arg(long, env = "KEEL_NUM_PARTITIONS")]
     pub num_partitions: Option<u32>,
-    /// Replicas of a topic created without a factor, capped by the number of nodes
+    /// Replicas of a topic created without a factor; more than the registered nodes is refused
     /// (`broker.default_replication_factor`; default: 3).
     #[arg(long, env = "KEEL_DEFAULT_REPLICATION_FACTOR")]
     pub default_replication_factor: Option<u16>,
@@ -267,6 +267,10 @@ pub struct BrokerSettings {
     /// default: 1800000).
     #[arg(long, env = "KEEL_GROUP_MAX_SESSION_TIMEOUT_MS")]
     pub group_max_session_timeout_ms: Option<u64>,
+    /// A follower not caught up to its leader's log end for this long leaves the in-sync
+    /// replicas (`broker.replica_lag_time_max_ms`; default: 30000).
+    #[arg(long, env = "KEEL_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 /// `[raft]`: Raft timing of every partition and the metadata group (see
@@ -353,6 +357,7 @@ impl BrokerSettings {
                 .or(lower.group_initial_rebalance_delay_ms),
             group_min_session_timeout_ms: self.group_min_session_timeout_ms.or(lower.group_min_session_timeout_ms),
             group_max_session_timeout_ms: self.group_max_session_timeout_ms.or(lower.group_max_session_timeout_ms),
+            replica_lag_time_max_ms: self.replica_lag_time_max_ms.or(lower.replica_lag_time_max_ms),
         }
     }
 }
@@ -448,7 +453,10 @@ impl NodeSettings {
                 window_ms: (self.raft.heartbeat_ms / 20).clamp(1, 25),
                 ..HeartbeatBatchConfig::default()
             },
-            timing: ControlTiming::default(),
+            timing: ControlTiming {
+                replica_lag_time_max_ms: self.kafka.broker.replica_lag_time_max_ms,
+                ..ControlTiming::default()
+            },
         }
     }
 }
@@ -585,6 +593,7 @@ fn validate_broker(b: BrokerSettings) -> Result<BrokerConfig, ConfigError> {
             .unwrap_or(d.group_initial_rebalance_delay_ms),
         group_min_session_timeout_ms: b.group_min_session_timeout_ms.unwrap_or(d.group_min_session_timeout_ms),
         group_max_session_timeout_ms: b.group_max_session_timeout_ms.unwrap_or(d.group_max_session_timeout_ms),
+        replica_lag_time_max_ms: b.replica_lag_time_max_ms.unwrap_or(d.replica_lag_time_max_ms),
     };
     // Kafka carries partition counts as int32 and replication factors as int16.
     let partitions = |key, n: u32| match n {
@@ -610,6 +619,9 @@ fn validate_broker(b: BrokerSettings) -> Result<BrokerConfig, ConfigError> {
                 c.message_max_bytes
             ),
         ));
+    }
+    if c.replica_lag_time_max_ms == 0 {
+        return Err(invalid("broker.replica_lag_time_max_ms", "must be at least 1 ms"));
     }
     if c.offsets_retention_minutes == 0 {
         return Err(invalid("broker.offsets_retention_minutes", "must be at least 1"));

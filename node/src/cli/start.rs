@@ -49,6 +49,7 @@ pub async fn run_dev(config: Option<&Path>, flags: &DevFlags, stop: ShutdownArgs
     for settings in &nodes {
         running.push((settings.id, start_node(settings).await?));
     }
+    wait_registered(&running).await;
     let kafka: Vec<&str> = nodes.iter().map(|n| n.kafka_advertised.as_str()).collect();
     println!("keel dev: Kafka clients connect to {}", kafka.join(","));
     let http: Vec<String> = nodes.iter().map(|n| format!("http://{}/", n.http_listen)).collect();
@@ -58,6 +59,41 @@ pub async fn run_dev(config: Option<&Path>, flags: &DevFlags, stop: ShutdownArgs
     shutdown::run_until_signalled(&nodes, stop).await?;
     println!("keel dev: stopped");
     Ok(())
+}
+
+/// How often `keel dev` says which nodes it still waits for.
+const REGISTER_NOTICE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until every node of `running` sees every one of them registered in the metadata, so
+/// that "N nodes up" means a topic with replication factor N can be created (a factor above
+/// the registered nodes is refused).
+async fn wait_registered(running: &[(u64, Arc<Node>)]) {
+    let ids: Vec<u64> = running.iter().map(|(id, _)| *id).collect();
+    let mut last_notice = tokio::time::Instant::now();
+    loop {
+        let missing = unregistered(running.iter().map(|(_, n)| n.view().metadata), &ids);
+        if missing.is_empty() {
+            return;
+        }
+        if last_notice.elapsed() >= REGISTER_NOTICE_EVERY {
+            let missing: Vec<String> = missing.iter().map(u64::to_string).collect();
+            println!("keel dev: waiting for node(s) {} to register", missing.join(","));
+            last_notice = tokio::time::Instant::now();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The ids among `ids` that some node's metadata (`states`) does not list yet, sorted.
+fn unregistered(
+    states: impl IntoIterator<Item = keel_core::metadata::MetadataState>,
+    ids: &[u64],
+) -> std::collections::BTreeSet<u64> {
+    let mut missing = std::collections::BTreeSet::new();
+    for s in states {
+        missing.extend(ids.iter().filter(|id| !s.nodes.contains_key(id)).copied());
+    }
+    missing
 }
 
 /// The span every task and log line of node `id` runs in.
@@ -99,4 +135,36 @@ async fn start(settings: &NodeSettings) -> anyhow::Result<Arc<Node>> {
     keel_node::rt::spawn(keel_node::http::serve(node.clone(), http_listener, Default::default()));
     tracing::info!(%listen, kafka = %kafka_listen, %advertised, http = %http_listen, "node started");
     Ok(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_core::metadata::Command;
+    use keel_core::metadata::MetadataState;
+
+    use super::unregistered;
+
+    fn registered(ids: &[u64]) -> MetadataState {
+        let mut s = MetadataState::new(3);
+        for (i, id) in ids.iter().enumerate() {
+            let cmd = Command::RegisterNode {
+                id: *id,
+                addr: format!("127.0.0.1:{}", 19201 + i),
+                kafka_addr: format!("127.0.0.1:{}", 9092 + i),
+                rack: None,
+            };
+            s.apply(i as u64 + 1, &cmd).expect("registers");
+        }
+        s
+    }
+
+    /// Protects "keel dev: 3 nodes up" (issue 17: a topic created right after it got RF 2):
+    /// ready only when every node's metadata lists every node.
+    #[test]
+    fn ready_only_when_every_node_sees_every_registration() {
+        let ids = [1, 2, 3];
+        assert_eq!(unregistered([registered(&[1, 2, 3]), registered(&[1, 2])], &ids), [3].into());
+        assert_eq!(unregistered([registered(&[2])], &ids), [1, 3].into());
+        assert!(unregistered([registered(&[1, 2, 3]), registered(&[3, 2, 1])], &ids).is_empty());
+    }
 }

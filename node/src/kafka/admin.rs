@@ -95,9 +95,16 @@ pub(crate) async fn create_topics(node: &Arc<Node>, config: &KafkaConfig, req: &
                     .to_string(),
             ))
         } else if t.num_partitions == 0 || t.num_partitions < -1 {
-            Err((ResponseError::InvalidPartitions, format!("{} partitions", t.num_partitions)))
+            // Kafka's texts (ReplicationControlManager.createTopic).
+            Err((
+                ResponseError::InvalidPartitions,
+                "Number of partitions was set to an invalid non-positive value.".to_string(),
+            ))
         } else if t.replication_factor == 0 || t.replication_factor < -1 {
-            Err((ResponseError::InvalidReplicationFactor, format!("replication factor {}", t.replication_factor)))
+            Err((
+                ResponseError::InvalidReplicationFactor,
+                "Replication factor must be larger than 0, or -1 to use the default value.".to_string(),
+            ))
         } else {
             let partitions =
                 if t.num_partitions == -1 { config.broker.num_partitions } else { t.num_partitions as u32 };

@@ -61,8 +61,8 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     /// `num.partitions`: partitions of a topic created without a count.
     pub num_partitions: u32,
-    /// `default.replication.factor`: replicas of a topic created without a factor (capped by
-    /// the number of nodes).
+    /// `default.replication.factor`: replicas of a topic created without a factor (more than
+    /// the nodes that can take replicas is refused with INVALID_REPLICATION_FACTOR, as in Kafka).
     pub default_replication_factor: u16,
     /// `message.max.bytes`: largest record batch a producer may send (a topic's
     /// `max.message.bytes` overrides it).
@@ -80,6 +80,9 @@ pub struct BrokerConfig {
     /// members may ask for.
     pub group_min_session_timeout_ms: u64,
     pub group_max_session_timeout_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower not caught up to its leader's log end for this
+    /// long leaves the partition's in-sync replicas.
+    pub replica_lag_time_max_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -95,6 +98,7 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
+            replica_lag_time_max_ms: 30_000,
         }
     }
 }
@@ -136,7 +140,7 @@ impl BrokerConfig {
                 "default.replication.factor",
                 self.default_replication_factor.to_string(),
                 TYPE_INT,
-                "Replicas of a topic created without a factor (capped by the node count).",
+                "Replicas of a topic created without a factor; more than the registered nodes is refused (INVALID_REPLICATION_FACTOR).",
             ),
             (
                 "message.max.bytes",
@@ -191,6 +195,12 @@ impl BrokerConfig {
                 self.group_max_session_timeout_ms.to_string(),
                 TYPE_INT,
                 "Longest session timeout a group member may ask for.",
+            ),
+            (
+                "replica.lag.time.max.ms",
+                self.replica_lag_time_max_ms.to_string(),
+                TYPE_LONG,
+                "A follower not caught up to its leader's log end within this long leaves the in-sync replicas.",
             ),
             (
                 "log.retention.ms",

@@ -186,7 +186,7 @@ fn with_leader(node: &Node, p: PartitionData, w: &Wanted, v: i16) -> PartitionDa
     if v < 12 || p.error_code != ResponseError::NotLeaderOrFollower.code() {
         return p;
     }
-    match w.group.and_then(|g| node.leaders().get(g)).filter(|l| l.leader != node.id) {
+    match w.group.and_then(|g| node.live_leader(g)).filter(|l| l.leader != node.id) {
         Some(l) => p.with_current_leader(
             LeaderIdAndEpoch::default()
                 .with_leader_id(broker_id(l.leader))

@@ -94,7 +94,7 @@ async fn locate(node: &Arc<Node>, coord: &Coordinator, key: &str) -> Result<(Bro
     let (_, raft_group) = coord.locate(node, key).ok_or(ResponseError::CoordinatorNotAvailable)?;
     let leader = match node.replica(raft_group) {
         Some(r) if r.is_leader() => Some(node.id),
-        _ => node.leaders().get(raft_group).map(|l| l.leader),
+        _ => node.live_leader(raft_group).map(|l| l.leader),
     };
     let leader = leader.ok_or(ResponseError::CoordinatorNotAvailable)?;
     let addr = node.meta().sm().with_state(|s| s.nodes.get(&leader).map(|n| n.kafka_addr.clone()));

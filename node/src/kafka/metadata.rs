@@ -1,8 +1,11 @@
 //! Metadata and DescribeCluster: brokers, topics, partitions and their leaders.
 //!
 //! Leaders and epochs come from the node's leader table (its own replicas' Raft state plus
-//! every node's leader reports), replicas from the metadata group's assignment. A partition
-//! whose leader is not known yet answers LEADER_NOT_AVAILABLE, which clients retry.
+//! every node's leader reports), replicas from the metadata group's assignment, the ISR from
+//! the leaders' reports of their followers' progress. A partition whose leader is not known
+//! (or is on a node the transport knows is down) answers LEADER_NOT_AVAILABLE with leader -1,
+//! which clients retry. A topic this request just auto-created answers LEADER_NOT_AVAILABLE
+//! with no partitions, an illegal name INVALID_TOPIC_EXCEPTION, as Kafka answers them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use keel_core::metadata::Command;
 use keel_core::metadata::MetaError;
 use keel_core::metadata::MetadataState;
 use keel_core::metadata::Topic;
+use keel_core::metadata::validate_topic_name;
 use uuid::Uuid;
 
 use super::Answer;
@@ -29,6 +33,7 @@ use super::KafkaConfig;
 use super::Request;
 use super::codes::broker_id;
 use super::codes::host_port;
+use super::codes::meta_error;
 use super::codes::str_bytes;
 use super::codes::topic_by_id;
 use super::codes::topic_name;
@@ -36,10 +41,40 @@ use super::codes::uuid_of;
 use super::respond;
 use crate::client::ClusterView;
 use crate::leaders::LeaderInfo;
+use crate::leaders::in_sync;
 use crate::node::Node;
 
 /// How long a Metadata request waits for an auto-created topic to be committed.
 const AUTO_CREATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What this request's auto-creation of a missing topic came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AutoCreate {
+    /// Created (by this request or a concurrent one), or asked for and not answered in time.
+    Created,
+    /// Refused by the metadata group (e.g. INVALID_REPLICATION_FACTOR).
+    Refused(ResponseError),
+}
+
+/// The topic-level error for a topic this node cannot describe: Kafka's answers
+/// (`KafkaApis.getTopicMetadata`, `AutoTopicCreationManager`):
+/// - an illegal name: INVALID_TOPIC_EXCEPTION, whether or not auto-creation is on (clients
+///   give up at once instead of retrying until their timeout);
+/// - just auto-created: LEADER_NOT_AVAILABLE with no partitions — clients retry and then see
+///   every partition (librdkafka takes a partition list sent with it as the topic's whole
+///   partition count);
+/// - auto-creation refused: the refusal's error;
+/// - otherwise UNKNOWN_TOPIC_OR_PARTITION.
+fn missing_topic_error(name: &str, auto_create: Option<AutoCreate>) -> ResponseError {
+    if validate_topic_name(name).is_err() {
+        return ResponseError::InvalidTopicException;
+    }
+    match auto_create {
+        Some(AutoCreate::Created) => ResponseError::LeaderNotAvailable,
+        Some(AutoCreate::Refused(code)) => code,
+        None => ResponseError::UnknownTopicOrPartition,
+    }
+}
 
 pub(crate) async fn metadata(node: &Arc<Node>, config: &KafkaConfig, req: &mut Request) -> Answer {
     let request: MetadataRequest = req.decode()?;
@@ -51,28 +86,38 @@ pub(crate) async fn metadata(node: &Arc<Node>, config: &KafkaConfig, req: &mut R
         Some(t) => Some(t.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()),
     };
     let allow_auto_create = (v < 4 || request.allow_auto_topic_creation) && config.broker.auto_create_topics_enable;
-    // Auto-create what is missing first, so the answer below sees it.
-    let mut created = Vec::new();
+    // Auto-create what is missing first; each outcome decides that topic's answer below.
+    let mut created: BTreeMap<String, AutoCreate> = BTreeMap::new();
     if allow_auto_create && let Some(list) = &wanted {
         let missing: Vec<String> = node
             .meta()
             .sm()
             .with_state(|s| list.iter().filter_map(|(n, _)| n.clone()).filter(|n| !s.topics.contains_key(n)).collect());
         for name in missing {
+            if validate_topic_name(&name).is_err() || created.contains_key(&name) {
+                continue;
+            }
             let cmd = Command::CreateTopic {
                 name: name.clone(),
                 partitions: config.broker.num_partitions,
                 replication_factor: None,
                 configs: BTreeMap::new(),
             };
-            match node.propose(&cmd, AUTO_CREATE_TIMEOUT).await {
+            let outcome = match node.propose(&cmd, AUTO_CREATE_TIMEOUT).await {
                 Ok(Ok(_)) | Ok(Err(MetaError::TopicExists(_))) => {
                     tracing::info!(topic = %name, "topic auto-created");
-                    created.push(name);
+                    AutoCreate::Created
                 }
-                Ok(Err(e)) => tracing::info!(topic = %name, error = %e, "topic not auto-created"),
-                Err(e) => tracing::info!(topic = %name, error = %e, "topic auto-creation timed out"),
-            }
+                Ok(Err(e)) => {
+                    tracing::info!(topic = %name, error = %e, "topic not auto-created");
+                    AutoCreate::Refused(meta_error(&e))
+                }
+                Err(e) => {
+                    tracing::info!(topic = %name, error = %e, "topic auto-creation timed out");
+                    AutoCreate::Created
+                }
+            };
+            created.insert(name, outcome);
         }
     }
     let view = node.view();
@@ -86,25 +131,13 @@ pub(crate) async fn metadata(node: &Arc<Node>, config: &KafkaConfig, req: &mut R
                     Some(n) => state.topics.get(n),
                     None => topic_by_id(state, id),
                 };
-                let entry = match topic {
-                    Some(t) => {
-                        let mut e = topic_entry(&view, t, v);
-                        if created.contains(&t.name) && e.partitions.iter().any(|p| p.error_code != 0) {
-                            e.error_code = ResponseError::LeaderNotAvailable.code();
-                        }
-                        e
-                    }
-                    None if name.is_some() => {
-                        let code = if created.iter().any(|c| Some(c) == name.as_ref()) {
-                            ResponseError::LeaderNotAvailable
-                        } else {
-                            ResponseError::UnknownTopicOrPartition
-                        };
-                        MetadataResponseTopic::default()
-                            .with_name(name.as_deref().map(topic_name))
-                            .with_error_code(code.code())
-                    }
-                    None => MetadataResponseTopic::default()
+                let just_created = name.as_ref().and_then(|n| created.get(n)).copied();
+                let entry = match (topic, &name) {
+                    (Some(t), _) if just_created != Some(AutoCreate::Created) => topic_entry(&view, t, v),
+                    (_, Some(n)) => MetadataResponseTopic::default()
+                        .with_name(Some(topic_name(n)))
+                        .with_error_code(missing_topic_error(n, just_created).code()),
+                    (_, None) => MetadataResponseTopic::default()
                         .with_topic_id(id)
                         .with_error_code(ResponseError::UnknownTopicId.code()),
                 };
@@ -148,15 +181,18 @@ fn topic_entry(view: &ClusterView, topic: &Topic, v: i16) -> MetadataResponseTop
         .enumerate()
         .map(|(i, a)| {
             let replicas: Vec<BrokerId> = a.replicas.iter().map(|n| broker_id(*n)).collect();
+            // `view.leaders` names no leader on a node known to be down.
+            let leader = view.leaders.get(&a.group).filter(|l| a.hosts().contains(&l.leader)).copied();
+            let isr = in_sync(leader, view.isr.get(&a.group), &a.replicas, &view.down);
             let mut p = MetadataResponsePartition::default()
                 .with_partition_index(i as i32)
-                .with_replica_nodes(replicas.clone())
-                .with_isr_nodes(replicas);
-            match view.leaders.get(&a.group).filter(|l| a.hosts().contains(&l.leader)) {
+                .with_replica_nodes(replicas)
+                .with_isr_nodes(isr.into_iter().map(broker_id).collect());
+            match leader {
                 Some(LeaderInfo { leader, term }) => {
-                    p = p.with_leader_id(broker_id(*leader));
+                    p = p.with_leader_id(broker_id(leader));
                     if v >= 7 {
-                        p = p.with_leader_epoch(i32::try_from(*term).unwrap_or(i32::MAX));
+                        p = p.with_leader_epoch(i32::try_from(term).unwrap_or(i32::MAX));
                     }
                 }
                 None => {
@@ -197,4 +233,35 @@ pub(crate) fn describe_cluster(node: &Arc<Node>, req: &mut Request) -> Answer {
         .with_controller_id(view.metadata_leader.map_or(BrokerId(-1), broker_id))
         .with_brokers(brokers);
     respond(req, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Protects clients from retrying a name that can never exist (librdkafka test 0057) and
+    /// from reading a just-created topic as having no partitions (kcat's 0002-delim): the
+    /// topic-level answers Kafka gives.
+    #[test]
+    fn missing_topics_answer_as_kafka_does() {
+        let cases = [
+            ("ok-name", None, ResponseError::UnknownTopicOrPartition),
+            ("ok-name", Some(AutoCreate::Created), ResponseError::LeaderNotAvailable),
+            (
+                "ok-name",
+                Some(AutoCreate::Refused(ResponseError::InvalidReplicationFactor)),
+                ResponseError::InvalidReplicationFactor,
+            ),
+            ("bad name", None, ResponseError::InvalidTopicException),
+            ("bad/name", Some(AutoCreate::Created), ResponseError::InvalidTopicException),
+            ("..", None, ResponseError::InvalidTopicException),
+            ("", None, ResponseError::InvalidTopicException),
+        ];
+        for (name, auto, want) in cases {
+            assert_eq!(missing_topic_error(name, auto), want, "{name:?} {auto:?}");
+        }
+        let long = "a".repeat(250);
+        assert_eq!(missing_topic_error(&long, None), ResponseError::InvalidTopicException);
+        assert_eq!(missing_topic_error(&"a".repeat(249), None), ResponseError::UnknownTopicOrPartition);
+    }
 }

@@ -298,7 +298,7 @@ fn not_leader(node: &Node, group: u64, v: i16) -> PartitionProduceResponse {
     if v < 10 {
         return r;
     }
-    match node.leaders().get(group).filter(|l| l.leader != node.id) {
+    match node.live_leader(group).filter(|l| l.leader != node.id) {
         Some(l) => r.with_current_leader(
             LeaderIdAndEpoch::default()
                 .with_leader_id(broker_id(l.leader))

@@ -37,6 +37,11 @@ impl Backoff {
         *self = Backoff::default();
     }
 
+    /// The last dial failed (no success since).
+    pub(crate) fn failing(&self) -> bool {
+        self.failures > 0
+    }
+
     /// `Some(reason)` while dialing is suppressed.
     pub(crate) fn blocked(&self, now: Instant) -> Option<String> {
         match self.retry_at {

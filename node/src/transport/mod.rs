@@ -224,6 +224,14 @@ impl Transport {
         self.inner.set_peer_addr(id, addr);
     }
 
+    /// Peers this node knows to be down: no live connection, and the last dial to them failed
+    /// (refused, or no handshake within `connect_timeout_ms`). A peer is no longer down as soon
+    /// as a connection to it is up again, either way. Every node dials every peer at least once
+    /// a gossip interval, so a dead peer is known within about one.
+    pub fn peers_down(&self) -> std::collections::BTreeSet<NodeId> {
+        self.inner.peers_down()
+    }
+
     /// Accepts connections until the transport is shut down. Spawned by the caller. Accept
     /// errors are logged and retried after `backoff_min_ms` (they are per-connection or
     /// resource exhaustion, not a dead listener).

@@ -81,6 +81,14 @@ impl Inner {
         }
     }
 
+    pub(crate) fn peers_down(&self) -> std::collections::BTreeSet<NodeId> {
+        lock(&self.peers)
+            .iter()
+            .filter(|(_, p)| p.live_conn().is_none() && p.backoff.failing())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     pub(crate) fn connections_open(&self) -> u64 {
         lock(&self.peers).values().filter(|p| p.live_conn().is_some()).count() as u64
     }

@@ -79,7 +79,13 @@ pub fn node_config(
         metadata_raft: keel_node::raft::metadata_config(name, timing).expect("raft"),
         transport: TransportConfig::new(name),
         heartbeat_batch: Default::default(),
-        timing: ControlTiming { reconcile_ms: 100, gossip_ms: 100, rebalance_ms: 200, leader_settle_ms: 1000 },
+        timing: ControlTiming {
+            reconcile_ms: 100,
+            gossip_ms: 100,
+            rebalance_ms: 200,
+            leader_settle_ms: 1000,
+            ..ControlTiming::default()
+        },
     }
 }
 

@@ -34,6 +34,7 @@ pub fn every_setting() -> RawSettings {
             group_initial_rebalance_delay_ms: Some(0),
             group_min_session_timeout_ms: Some(6000),
             group_max_session_timeout_ms: Some(60_000),
+            replica_lag_time_max_ms: Some(10_000),
         },
         raft: RaftSettings {
             heartbeat_ms: Some(500),
@@ -144,6 +145,12 @@ fn broker_limits_are_checked() {
     assert!(e.contains("must not be above broker.group_max_session_timeout_ms, 5000 ms"), "{e}");
     let e = err(broker(BrokerSettings { offsets_topic_replication_factor: Some(40_000), ..BrokerSettings::default() }));
     assert!(e.contains("40000 is above 32767"), "{e}");
+    let e = err(broker(BrokerSettings { replica_lag_time_max_ms: Some(0), ..BrokerSettings::default() }));
+    assert_eq!(e, "broker.replica_lag_time_max_ms (--replica-lag-time-max-ms) must be at least 1 ms");
+    let ok =
+        validate_node(broker(BrokerSettings { replica_lag_time_max_ms: Some(2_500), ..BrokerSettings::default() }))
+            .expect("valid");
+    assert_eq!(ok.node_config().timing.replica_lag_time_max_ms, 2_500, "reaches the node's ISR rule");
 }
 
 #[test]
@@ -228,7 +235,7 @@ fn every_setting_is_documented_in_docs_config_md() {
     let table: toml::Table = toml::from_str(&toml::to_string(&every_setting()).unwrap()).unwrap();
     let mut all = Vec::new();
     keys(&table, "", &mut all);
-    assert_eq!(all.len(), 23, "{all:?}");
+    assert_eq!(all.len(), 24, "{all:?}");
     for key in &all {
         let row = format!("| `{key}` | `{}` | `{}` |", flag_of(key), env_of(key));
         assert!(doc.contains(&row), "docs/config.md has no row starting {row}");
