@@ -71,6 +71,8 @@ pub const CANARY: Option<&str> = if cfg!(feature = "canary-ack-before-fsync") {
     Some("dedupe-leader-memory-only")
 } else if cfg!(feature = "canary-commit-before-processing") {
     Some("commit-before-processing")
+} else if cfg!(feature = "canary-replication-unbounded") {
+    Some("replication-unbounded")
 } else {
     None
 };

@@ -206,6 +206,8 @@ impl Replica {
         if report.truncated_bytes > 0 || !report.indexes_rebuilt.is_empty() {
             tracing::warn!(group, ?report, "log recovered");
         }
+        // Replication reads hold what one frame of this transport carries.
+        let store = store.with_frame_bytes_max(transport.frame_bytes_max());
         let log = store.shared().clone();
         let sm = StateMachine::new(Some(log.clone()), config.sm_checkpoint_every_entries);
         let network = NetFactory { transport, group };
