@@ -3,6 +3,15 @@
 //! Produce v9, Fetch v12), and the final reader that reads each replica's committed log over
 //! the internal protocol (it reads every replica, which Kafka cannot).
 //!
+//! Batches as real producers send them: librdkafka at its defaults (linger.ms 5, batch.size
+//! 1 MB) fills batches of many records up to `message.max.bytes` under load. Each produce
+//! operation is one tracked record (its key and value are what the checkers follow), sent either
+//! alone or as the first record of a batch padded with filler records (null key, value starting
+//! with [`FILLER_PREFIX`]) up to a size drawn from the seed, as large as `message.max.bytes`
+//! (see [`batch_plan`]). Readers drop the fillers ([`records_of`]); they take offsets, so the
+//! recorded reads have gaps after each padded batch. Large batches are what wedged replication
+//! in issue 17 (64 entries of 1 MB in one 16 MiB-frame message).
+//!
 //! Producer outcomes: an answer without error is `ok` with its base offset. An error that
 //! means the broker refused the batch before proposing it (`CORRUPT_MESSAGE`,
 //! `MESSAGE_TOO_LARGE`, `INVALID_RECORD`, `UNKNOWN_TOPIC_OR_PARTITION`, `KAFKA_STORAGE_ERROR`)
@@ -34,6 +43,9 @@ use keel_node::raft::network::encode;
 use keel_node::transport::ClientOnly;
 use keel_node::transport::Transport;
 use keel_node::transport::TransportConfig;
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
 
 use crate::cluster::partition_name;
 use crate::recorder::Recorder;
@@ -86,9 +98,69 @@ async fn find_leader(client: &mut KafkaClient) -> Option<Leader> {
     }
 }
 
+/// Values of filler records start with this; [`records_of`] drops them.
+pub const FILLER_PREFIX: &str = "~filler:";
+
+/// The largest batch the workload sends: the broker's default `message.max.bytes`.
+fn message_max_bytes() -> usize {
+    keel_node::kafka::BrokerConfig::default().message_max_bytes
+}
+
+/// What one produce sends besides its tracked record: `fillers` filler records of
+/// `filler_value_bytes` each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPlan {
+    pub fillers: usize,
+    pub filler_value_bytes: usize,
+}
+
+/// Bytes one record adds to a batch besides its value, at most (length, attributes, deltas,
+/// key length, header count as varints).
+const RECORD_OVERHEAD_BYTES_MAX: usize = 24;
+
+/// Draws one batch: a quarter of them a lone record; the rest padded to a size drawn up to
+/// `batch_bytes_max` (half of those in its top quarter, as a loaded librdkafka producer's are),
+/// with filler records of 64 bytes to 2 KiB (about 1 KiB: many records per batch).
+pub fn batch_plan(rng: &mut impl Rng, batch_bytes_max: usize) -> BatchPlan {
+    let lone = BatchPlan { fillers: 0, filler_value_bytes: 0 };
+    let target = match rng.gen_range(0..4u8) {
+        0 => return lone,
+        1 => rng.gen_range(1024..=batch_bytes_max),
+        _ => rng.gen_range(batch_bytes_max - batch_bytes_max / 4..=batch_bytes_max),
+    };
+    let filler_value_bytes = rng.gen_range(64..=2048usize);
+    // The batch header, the tracked record (short key and value) and a safety margin.
+    let room = target.saturating_sub(batch::HEADER_BYTES + 128);
+    BatchPlan { fillers: room / (filler_value_bytes + RECORD_OVERHEAD_BYTES_MAX), filler_value_bytes }
+}
+
+/// The batch of one produce: its tracked record first, then the plan's fillers.
+pub fn build_batch(key: &str, value: &str, plan: BatchPlan) -> Bytes {
+    let mut b = batch::BatchBuilder::new(0);
+    b.push(0, Some(key.as_bytes()), Some(value.as_bytes()));
+    if plan.fillers > 0 {
+        let mut filler = FILLER_PREFIX.as_bytes().to_vec();
+        filler.resize(plan.filler_value_bytes.max(filler.len()), b'f');
+        for _ in 0..plan.fillers {
+            b.push(0, None, Some(&filler));
+        }
+    }
+    Bytes::from(b.build())
+}
+
 /// Produces unique keyed values (acks=all) to the workload partition until `deadline_ns` of
-/// simulated time, following leadership through Metadata.
-pub async fn producer(process: u64, group: u64, bootstrap: Vec<String>, recorder: Recorder, deadline_ns: u64) {
+/// simulated time, following leadership through Metadata; each in a batch drawn by
+/// [`batch_plan`] from `seed`.
+pub async fn producer(
+    seed: u64,
+    process: u64,
+    group: u64,
+    bootstrap: Vec<String>,
+    recorder: Recorder,
+    deadline_ns: u64,
+) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x7072_6f64_7563_6572 ^ process.wrapping_mul(0x9e37_79b9));
+    let batch_bytes_max = message_max_bytes();
     let partition = partition_name(group);
     let mut client = KafkaClient::new(format!("producer-{process}"), bootstrap, process as usize);
     let mut leader: Option<Leader> = None;
@@ -109,9 +181,7 @@ pub async fn producer(process: u64, group: u64, bootstrap: Vec<String>, recorder
             idempotent: false,
         };
         recorder.record(process, EventType::Invoke, Op::Produce(produce.clone()));
-        let mut b = batch::BatchBuilder::new(0);
-        b.push(0, Some(key.as_bytes()), Some(value.as_bytes()));
-        let records = Bytes::from(b.build());
+        let records = build_batch(&key, &value, batch_plan(&mut rng, batch_bytes_max));
         let answer = match client.connect(&addr).await {
             Ok(()) => client.produce(&addr, TOPIC, PARTITION, records, PRODUCE_BROKER_TIMEOUT_MS, APPEND_TIMEOUT).await,
             Err(e) => Err(e),
@@ -215,7 +285,8 @@ pub async fn consumer(process: u64, group: u64, bootstrap: Vec<String>, recorder
     }
 }
 
-/// The data records of `batches` (control batches skipped) and the offset after the last batch.
+/// The data records of `batches` (control batches and the workload's filler records skipped) and
+/// the offset after the last batch.
 pub(crate) fn records_of(batches: &[Bytes]) -> Result<(Vec<Record>, u64), String> {
     let mut records = Vec::new();
     let mut next = 0u64;
@@ -226,6 +297,9 @@ pub(crate) fn records_of(batches: &[Bytes]) -> Result<(Vec<Record>, u64), String
             continue;
         }
         for r in batch::records(b).map_err(|e| e.to_string())? {
+            if r.key.is_none() && r.value.as_ref().is_some_and(|v| v.starts_with(FILLER_PREFIX.as_bytes())) {
+                continue;
+            }
             let text = |v: Option<Bytes>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
             records.push(Record {
                 offset: header.base_offset as u64 + r.offset_delta as u64,
@@ -291,4 +365,31 @@ pub async fn read_replica(
     let ok = Read { records, ..invoke };
     recorder.record(process, EventType::Ok, Op::Read(ok));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batches reach message.max.bytes without passing it, many carry hundreds of records, and
+    /// readers see only the tracked record of each, at the batch's base offset.
+    #[test]
+    fn batches_span_one_record_to_message_max_bytes_and_fillers_stay_unseen() {
+        let max = message_max_bytes();
+        let mut rng = SmallRng::seed_from_u64(1);
+        let (mut lone, mut near_max, mut most_records) = (0, 0, 0);
+        for n in 0..200 {
+            let plan = batch_plan(&mut rng, max);
+            let b = build_batch("k1", &format!("c1-{n}"), plan);
+            assert!(b.len() <= max, "batch of {} bytes over {max}", b.len());
+            lone += usize::from(plan.fillers == 0);
+            near_max += usize::from(b.len() > max - max / 4);
+            most_records = most_records.max(plan.fillers + 1);
+            let (records, next) = records_of(std::slice::from_ref(&b)).expect("parse");
+            assert_eq!(records.len(), 1);
+            assert_eq!((records[0].offset, records[0].value.as_str()), (0, format!("c1-{n}").as_str()));
+            assert_eq!(next, plan.fillers as u64 + 1, "fillers take offsets");
+        }
+        assert!(lone > 20 && near_max > 50 && most_records > 400, "{lone} {near_max} {most_records}");
+    }
 }
