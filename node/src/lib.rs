@@ -76,6 +76,8 @@ pub const CANARY: Option<&str> = if cfg!(feature = "canary-ack-before-fsync") {
     Some("commit-before-processing")
 } else if cfg!(feature = "canary-raft-entries-take-offsets") {
     Some("raft-entries-take-offsets")
+} else if cfg!(feature = "canary-replication-unbounded") {
+    Some("replication-unbounded")
 } else {
     None
 };

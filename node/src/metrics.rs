@@ -26,6 +26,7 @@ use prometheus::TextEncoder;
 use thiserror::Error;
 
 use crate::status::Snapshot;
+use crate::transport::TransportStats;
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -142,8 +143,15 @@ struct Gauges {
 }
 
 impl Gauges {
-    fn of(snapshot: &Snapshot) -> Result<Gauges, MetricsError> {
+    fn of(snapshot: &Snapshot, transport: &TransportStats) -> Result<Gauges, MetricsError> {
         let registry = Registry::new();
+        let too_large = IntCounter::new(
+            "keel_transport_frames_too_large_total",
+            "Node-to-node calls refused before sending because their frame would exceed frame_bytes_max (a bug: \
+             replication messages are built to fit)",
+        )?;
+        registry.register(Box::new(too_large.clone()))?;
+        too_large.inc_by(transport.frames_too_large);
         let per_partition = |name: &str, help: &str| -> Result<IntGaugeVec, MetricsError> {
             let g = IntGaugeVec::new(Opts::new(name, help), &["topic", "partition"])?;
             registry.register(Box::new(g.clone()))?;
@@ -220,11 +228,11 @@ impl Gauges {
     }
 }
 
-/// The `/metrics` page: `metrics`' counters and histograms and the gauges of `snapshot`, in
-/// the Prometheus text format 0.0.4 ([`CONTENT_TYPE`]).
-pub fn render(metrics: &NodeMetrics, snapshot: &Snapshot) -> Result<String, MetricsError> {
+/// The `/metrics` page: `metrics`' counters and histograms, the gauges of `snapshot` and the
+/// transport's counters, in the Prometheus text format 0.0.4 ([`CONTENT_TYPE`]).
+pub fn render(metrics: &NodeMetrics, snapshot: &Snapshot, transport: &TransportStats) -> Result<String, MetricsError> {
     let mut families = metrics.registry.gather();
-    families.extend(Gauges::of(snapshot)?.registry.gather());
+    families.extend(Gauges::of(snapshot, transport)?.registry.gather());
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut out = Vec::new();
     TextEncoder::new().encode(&families, &mut out)?;
@@ -278,7 +286,8 @@ mod tests {
         let m = NodeMetrics::new().expect("metrics");
         m.kafka_request("Produce", 100, 60, 0.002);
         m.fsync_seconds().observe(0.001);
-        let text = render(&m, &snapshot()).expect("render");
+        let transport = TransportStats { frames_too_large: 2, ..TransportStats::default() };
+        let text = render(&m, &snapshot(), &transport).expect("render");
         for line in [
             "# TYPE keel_kafka_requests_total counter",
             "keel_kafka_requests_total{api=\"Produce\"} 1",
@@ -292,6 +301,7 @@ mod tests {
             "keel_partition_high_watermark_offset{partition=\"2\",topic=\"orders\"} 42",
             "keel_under_replicated_partitions 1",
             "keel_partitions_hosted 1",
+            "keel_transport_frames_too_large_total 2",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }

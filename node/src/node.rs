@@ -197,6 +197,10 @@ impl Node {
             return Err(NodeError::NoVoters);
         }
         keel_core::data_format::check_or_stamp(storage.as_ref(), &config.data_dir)?;
+        // One entry as large as the largest batch the log accepts must fit one replication
+        // message, or a follower could never receive it.
+        crate::raft::replicate_bytes::check_fits(config.transport.frame_bytes_max, config.replica.log.batch_bytes_max)
+            .map_err(NodeError::Config)?;
         let metrics = crate::metrics::NodeMetrics::new()?;
         let cell = Arc::new(OnceLock::new());
         let transport = Transport::new(config.id, config.transport.clone(), Arc::new(Dispatch { node: cell.clone() }))?;

@@ -274,6 +274,8 @@ impl Replica {
             let keep_next = durable_before.map_or(log.first_index(), |d| d + 1);
             log.truncate_from(keep_next).map_err(|e| open_err(e.to_string()))?;
         }
+        // Replication reads hold what one frame of this transport carries.
+        let store = store.with_frame_bytes_max(transport.frame_bytes_max());
         let log = store.shared().clone();
         let sm = StateMachine::new(Some(log.clone()), config.sm_checkpoint_every_entries);
         let network = NetFactory { transport, group };

@@ -17,6 +17,13 @@
 //!   confluent-kafka producer (`enable.idempotence=true`, five requests in flight) sends 50,000
 //!   keyed messages while the leader of partition 0 is SIGKILLed twice (restarted after each);
 //!   every message is stored exactly once, per key in send order, at its acknowledged offset.
+//! - `librdkafka_default_producer_with_megabyte_batches_never_wedges_replication` (issue 17): a
+//!   confluent-kafka producer at librdkafka's defaults except acks=all (linger.ms 5, batch.size
+//!   1 MB, a million requests in flight) sends 30,000 messages of 1 KiB, then 24 messages of
+//!   about 1 MB (near the client's message.max.bytes), to a 1-partition topic with 3 replicas:
+//!   every message is acknowledged and read back exactly once, in order. Before replication was
+//!   bounded by bytes, 64 such batches made one AppendEntries over the 16 MiB frame limit and
+//!   the partition wedged for good.
 //! - `malformed_requests_are_rejected_and_the_broker_keeps_serving`: truncated, oversized,
 //!   negative and garbage frames, an unknown API key and a Produce with a bad CRC, on raw sockets
 //!   (`tests/clients/malformed.py`); the broker drops the connection or answers CORRUPT_MESSAGE,
@@ -317,6 +324,8 @@ struct Cluster {
     children: BTreeMap<u64, Child>,
     /// Numbers the command output files.
     commands_run: Cell<u32>,
+    /// Partitions of the topics `create_topic` creates and `consume_check` reads.
+    partitions: usize,
     t0: Instant,
 }
 
@@ -330,6 +339,7 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             children: BTreeMap::new(),
             commands_run: Cell::new(0),
+            partitions: PARTITIONS,
             t0: Instant::now(),
         };
         for id in 1..=NODES {
@@ -512,7 +522,12 @@ impl Cluster {
         let settle = LEADERS_SETTLE;
         let mut cmd = self.script("admin.py");
         cmd.args(["create", "--bootstrap", &self.bootstrap(), "--topic", topic]);
-        cmd.args(["--partitions", &PARTITIONS.to_string(), "--replication-factor", &REPLICATION_FACTOR.to_string()]);
+        cmd.args([
+            "--partitions",
+            &self.partitions.to_string(),
+            "--replication-factor",
+            &REPLICATION_FACTOR.to_string(),
+        ]);
         let created = self.run(&format!("create topic {topic}"), cmd, None, Duration::from_secs(120)).success();
         self.say(format!("created {topic}: {}", created.event("metadata")));
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -521,7 +536,7 @@ impl Cluster {
         loop {
             std::thread::sleep(Duration::from_millis(500));
             let m = self.metadata(Some(topic), &self.bootstrap());
-            if m != last || !m.every_partition_led(PARTITIONS) {
+            if m != last || !m.every_partition_led(self.partitions) {
                 stable_since = Instant::now();
             }
             last = m;
@@ -566,7 +581,7 @@ impl Cluster {
         producers: &[Value],
     ) -> Result<Value, String> {
         let mut cmd = self.script("consume_check.py");
-        cmd.args(["--bootstrap", &self.bootstrap(), "--topic", topic, "--partitions", &PARTITIONS.to_string()]);
+        cmd.args(["--bootstrap", &self.bootstrap(), "--topic", topic, "--partitions", &self.partitions.to_string()]);
         cmd.args(["--client", client, "--mode", mode, "--timeout", "240"]);
         for path in acked {
             cmd.arg("--acked").arg(path);
@@ -904,6 +919,36 @@ fn idempotent_producer_stores_every_message_once_through_two_leader_kills() {
     // Exactly once, in send order per key, at the acknowledged offsets — despite the retries.
     let check = cluster.consume_check(topic, "confluent", "exact", &[&acked_path], &[], &[summary]);
     assert_eq!(check["consumed"].as_u64().unwrap() as usize, COUNT, "{check:#}");
+    cluster.assert_alive();
+}
+
+#[test]
+fn librdkafka_default_producer_with_megabyte_batches_never_wedges_replication() {
+    const SMALL: usize = 30_000;
+    const LARGE: usize = 24;
+    let _one = one_cluster_at_a_time();
+    let mut cluster = Cluster::start();
+    cluster.partitions = 1;
+    let topic = "megabyte-batches";
+    cluster.create_topic(topic);
+    let mut summaries = Vec::new();
+    let mut acked = Vec::new();
+    // librdkafka's message.max.bytes (1,000,000) bounds a message with its overhead; ~999,000
+    // bytes of value is as near the limit as it takes.
+    for (client, count, value_bytes) in [("small", SMALL, 1024), ("large", LARGE, 999_000)] {
+        let path = cluster.out_file(&format!("{client}-acked.jsonl"));
+        let mut cmd = cluster.producer("produce_confluent.py", topic, count, &path);
+        cmd.args(["--client", client, "--value-bytes", &value_bytes.to_string(), "--librdkafka-defaults"]);
+        cmd.args(["--timeout", "120"]);
+        let out = cluster.run(&format!("produce {client}"), cmd, None, Duration::from_secs(150));
+        let summary = assert_produced(&out, count);
+        cluster.say(format!("{count} x {value_bytes} bytes acknowledged in {} s", summary["seconds"]));
+        summaries.push(summary);
+        acked.push(path);
+    }
+    let acked: Vec<&Path> = acked.iter().map(PathBuf::as_path).collect();
+    let check = cluster.consume_check(topic, "confluent", "exact", &acked, &[], &summaries);
+    assert_eq!(check["consumed"], SMALL + LARGE, "{check:#}");
     cluster.assert_alive();
 }
 

@@ -159,8 +159,14 @@ impl Model {
     }
 
     fn read(&mut self, node: u64, records: Vec<Record>, caught_up: bool) {
-        let invoke =
-            Read { partition: PARTITION.into(), node: Some(node), from: None, records: vec![], caught_up: false };
+        let invoke = Read {
+            partition: PARTITION.into(),
+            node: Some(node),
+            from: None,
+            records: vec![],
+            untracked: vec![],
+            caught_up: false,
+        };
         let done = Read { records, caught_up, ..invoke.clone() };
         self.push(READER_BASE + node, EventType::Invoke, Op::Read(invoke));
         self.push(READER_BASE + node, EventType::Ok, Op::Read(done));
@@ -637,7 +643,7 @@ proptest! {
             records[i].value = "v-ghost".into();
         }
         let time_ns = events[at].time_ns;
-        let invoke = Read { partition: PARTITION.into(), node: None, from: None, records: vec![], caught_up: false };
+        let invoke = Read { partition: PARTITION.into(), node: None, from: None, records: vec![], untracked: vec![], caught_up: false };
         let done = Read { records, ..invoke.clone() };
         events.insert(at, Event { process: CONSUMER, kind: EventType::Ok, op: Op::Read(done), time_ns });
         events.insert(at, Event { process: CONSUMER, kind: EventType::Invoke, op: Op::Read(invoke), time_ns });

@@ -187,7 +187,7 @@ async fn answer(node: &Arc<Node>, route: Route) -> Response {
         }
         Route::Metrics => {
             let snapshot = crate::status::snapshot(node).await;
-            match crate::metrics::render(node.metrics(), &snapshot) {
+            match crate::metrics::render(node.metrics(), &snapshot, &node.transport().stats()) {
                 Ok(text) => Response::ok(crate::metrics::CONTENT_TYPE, text.into_bytes()),
                 Err(e) => {
                     tracing::warn!(error = %e, "rendering /metrics failed");

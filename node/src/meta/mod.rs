@@ -78,6 +78,7 @@ impl MetaGroup {
         if report.truncated_bytes > 0 || !report.indexes_rebuilt.is_empty() {
             tracing::warn!(group, ?report, "metadata log recovered");
         }
+        let store = store.with_frame_bytes_max(transport.frame_bytes_max());
         let log = store.shared().clone();
         let sm = MetaStateMachine::open(storage, dir, default_replication_factor)
             .map_err(|source| ReplicaError::Open { group, source })?;

@@ -50,11 +50,13 @@ use super::Vote;
 use super::entry_codec;
 use super::hard_state::HardState;
 use super::log_id;
+use super::replicate_bytes;
 use crate::clock;
 use crate::rt;
+use crate::transport::TransportConfig;
 
-/// Entries returned by one read are bounded by openraft's `max_payload_entries`; this bounds
-/// their bytes as well (at least one entry is always returned).
+/// Bytes of one `try_get_log_entries` read (openraft's apply path; at least one entry is always
+/// returned). Replication reads are bounded much tighter: see [`LogStore::with_entries_bytes_max`].
 const READ_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// The `canary-follower-truncates-committed` build over-truncates only logs longer than this.
 const CANARY_TRUNCATE_LOG_MIN: u64 = 4;
@@ -261,6 +263,9 @@ impl LogShared {
 #[derive(Clone)]
 pub struct LogStore {
     shared: Arc<LogShared>,
+    /// Entry bytes (as encoded on the wire) one replication read returns at most, beyond its
+    /// first entry: what one AppendEntries frame holds ([`replicate_bytes::entries_bytes_max`]).
+    entries_bytes_max: usize,
 }
 
 fn io_err(e: LogError) -> io::Error {
@@ -297,7 +302,15 @@ impl LogStore {
             no_space: AtomicBool::new(false),
             fsync_failed: AtomicBool::new(false),
         });
-        Ok((LogStore { shared }, report))
+        let entries_bytes_max = replicate_bytes::entries_bytes_max(TransportConfig::new("-").frame_bytes_max);
+        Ok((LogStore { shared, entries_bytes_max }, report))
+    }
+
+    /// Bounds replication reads to what one AppendEntries over a transport with frames of
+    /// `frame_bytes_max` bytes holds (the default is the default transport's).
+    pub fn with_frame_bytes_max(mut self, frame_bytes_max: usize) -> LogStore {
+        self.entries_bytes_max = replicate_bytes::entries_bytes_max(frame_bytes_max);
+        self
     }
 
     pub fn shared(&self) -> &Arc<LogShared> {
@@ -344,6 +357,33 @@ impl RaftLogReader<TypeConfig> for LogStore {
             log.read(start..end, READ_BYTES_MAX).map_err(io_err)?
         };
         stored.iter().map(entry_codec::decode).collect()
+    }
+
+    /// Replication's read: the longest prefix of `start..end` whose entries fit in one
+    /// AppendEntries frame (at least one entry), so no message the transport refuses is built.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+        if cfg!(feature = "canary-replication-unbounded") {
+            // The old bound: up to openraft's 64 entries and 64 MiB, whatever the frame holds.
+            return self.try_get_log_entries(start..end).await;
+        }
+        let stored = {
+            let log = self.shared.log();
+            let start = start.max(log.first_index());
+            let end = end.min(log.next_index());
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            // Stored bytes are within a few bytes of an entry's wire bytes; the exact cut is
+            // made below on the wire sizes.
+            log.read(start..end, self.entries_bytes_max).map_err(io_err)?
+        };
+        let mut entries = stored.iter().map(entry_codec::decode).collect::<Result<Vec<_>, _>>()?;
+        let keep = replicate_bytes::fitting_prefix(
+            entries.iter().map(replicate_bytes::entry_wire_bytes),
+            self.entries_bytes_max,
+        );
+        entries.truncate(keep);
+        Ok(entries)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

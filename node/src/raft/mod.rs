@@ -8,6 +8,7 @@
 //! - [`hard_state`]: the vote and last purged log id, written atomically and fsynced.
 //! - [`state_machine`]: `RaftStateMachine`: applied position and membership; no second copy of data.
 //! - [`network`]: `RaftNetworkV2` over the node-to-node transport.
+//! - [`replicate_bytes`]: the byte bound of one replication message (never over a frame).
 //! - [`heartbeat`]: heartbeats of every group batched per peer node, both sides.
 
 pub mod entry_codec;
@@ -15,6 +16,7 @@ pub mod hard_state;
 pub mod heartbeat;
 pub mod log_store;
 pub mod network;
+pub mod replicate_bytes;
 pub mod state_machine;
 
 use bytes::Bytes;

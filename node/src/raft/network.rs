@@ -7,6 +7,11 @@
 //!
 //! Heartbeats (AppendEntries without entries) go through the transport's heartbeat batcher when
 //! one is enabled (see [`super::heartbeat`]): one frame per peer carries many groups' heartbeats.
+//!
+//! No AppendEntries over the transport's frame limit is sent: the log reader already bounds what
+//! openraft reads for one message, and a message that still would not fit is cut to the prefix
+//! that does, answered `PartialSuccess` (openraft sends the rest next). See
+//! [`super::replicate_bytes`].
 
 use std::io::Cursor;
 use std::time::Duration;
@@ -41,6 +46,7 @@ use super::NodeId;
 use super::TypeConfig;
 use super::Vote;
 use super::heartbeat;
+use super::replicate_bytes;
 use crate::transport::Transport;
 use crate::transport::TransportError;
 
@@ -101,6 +107,11 @@ pub struct NetClient {
 
 fn rpc_error(e: TransportError) -> RPCError<TypeConfig> {
     match e {
+        // Counted by the transport (`frames_too_large`); openraft backs off on `Unreachable`.
+        TransportError::TooLarge(bytes) => {
+            tracing::error!(bytes, "a Raft message over the transport's frame limit was refused before sending");
+            RPCError::Unreachable(Unreachable::new(&e))
+        }
         TransportError::Remote(s) => RPCError::Network(NetworkError::from_string(s)),
         other => RPCError::Unreachable(Unreachable::new(&other)),
     }
@@ -125,9 +136,22 @@ impl RaftNetworkV2<TypeConfig> for NetClient {
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let sent = cut_to_frame(&mut rpc.entries, self.transport.frame_bytes_max());
+        if let Some(last) = sent {
+            tracing::warn!(
+                group = self.group,
+                target = self.target,
+                entries = rpc.entries.len(),
+                "AppendEntries cut to fit one frame"
+            );
+            return match self.call(KIND_APPEND, &rpc, option.hard_ttl()).await? {
+                AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(Some(last))),
+                other => Ok(other),
+            };
+        }
         // Only pure heartbeats wait for a batch: an empty AppendEntries that moves the commit
         // index forward goes at once, since the peer's progress — and the next entries the
         // leader sends on this stream — wait for its answer. The metadata group's heartbeats go
@@ -185,6 +209,22 @@ impl RaftNetworkV2<TypeConfig> for NetClient {
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(KIND_TRANSFER_LEADER, &req, option.hard_ttl()).await
     }
+}
+
+/// Cuts `entries` to the longest prefix that fits one frame of `frame_bytes_max` bytes (at least
+/// one entry); returns the last log id kept when something was cut. The
+/// `canary-replication-unbounded` build never cuts.
+pub fn cut_to_frame(entries: &mut Vec<super::Entry>, frame_bytes_max: usize) -> Option<super::LogId> {
+    if cfg!(feature = "canary-replication-unbounded") {
+        return None;
+    }
+    let room = replicate_bytes::entries_bytes_max(frame_bytes_max);
+    let keep = replicate_bytes::fitting_prefix(entries.iter().map(replicate_bytes::entry_wire_bytes), room);
+    if keep >= entries.len() {
+        return None;
+    }
+    entries.truncate(keep);
+    entries.last().map(|e| e.log_id)
 }
 
 /// Rewrites a vote request so the receiver believes the candidate's log is the most up to date

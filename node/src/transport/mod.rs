@@ -218,6 +218,11 @@ impl Transport {
         self.inner.self_id
     }
 
+    /// The largest frame this transport sends or accepts, header included.
+    pub fn frame_bytes_max(&self) -> usize {
+        self.inner.config.frame_bytes_max
+    }
+
     /// Sets where to dial `id`. May change at runtime: the next dial uses the new address (a
     /// live connection is kept until it fails), and a changed address clears the backoff.
     pub fn set_peer_addr(&self, id: NodeId, addr: String) {
@@ -271,6 +276,7 @@ impl Transport {
         }
         let frame_bytes = frame::wire_bytes(payload.len());
         if frame_bytes > inner.config.frame_bytes_max {
+            Counters::bump(&inner.stats.frames_too_large);
             return Err(TransportError::TooLarge(frame_bytes));
         }
         let deadline = Instant::now() + timeout;

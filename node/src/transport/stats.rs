@@ -25,6 +25,10 @@ pub struct TransportStats {
     pub bytes_out: u64,
     /// Calls that ended in `TransportError::Timeout`.
     pub timeouts: u64,
+    /// Calls refused before sending because their frame would exceed `frame_bytes_max`
+    /// (`TransportError::TooLarge`). Replication never builds one (see `raft::replicate_bytes`),
+    /// so anything but 0 is a bug.
+    pub frames_too_large: u64,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +44,7 @@ pub(crate) struct Counters {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    pub(crate) frames_too_large: AtomicU64,
 }
 
 impl Counters {
@@ -71,6 +76,7 @@ impl Counters {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             timeouts: self.timeouts.load(Relaxed),
+            frames_too_large: self.frames_too_large.load(Relaxed),
         }
     }
 }

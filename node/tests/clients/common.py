@@ -58,7 +58,11 @@ def parse_value(value):
     if value is None:
         return None
     try:
-        client, key, seq = value.decode().split(":")
+        # A fourth field is padding (produce_confluent.py --value-bytes).
+        parts = value.decode().split(":")
+        if len(parts) not in (3, 4):
+            return None
+        client, key, seq = parts[:3]
         return client, key, int(seq)
     except (UnicodeDecodeError, ValueError):
         return None

@@ -4,9 +4,14 @@ delivery report.
 
     produce_confluent.py --bootstrap B --topic T --count N --out ACKED.jsonl
         [--keys 100] [--client confluent] [--rate MSGS_PER_S] [--max-in-flight 5]
-        [--message-timeout-ms 120000] [--idempotent]
+        [--message-timeout-ms 120000] [--idempotent] [--value-bytes N] [--librdkafka-defaults]
 
 Message i has key k<i % keys> and value "<client>:k<i % keys>:<i // keys>" (common.message).
+--value-bytes N pads each value to N bytes with a fourth field ":xxx…" (common.parse_value
+ignores it). --librdkafka-defaults leaves every producer setting at librdkafka's default but
+acks=all (linger.ms 5, batch.size 1 MB, no idempotence, a million requests in flight: what a
+user gets), ignoring --max-in-flight and --message-timeout-ms.
+
 Acknowledged records go to --out with the partition and offset of their delivery report; failed
 ones are counted and the first few printed. Idempotence is off unless --idempotent, so a retried
 batch may be stored twice; --max-in-flight 1 keeps retries from reordering batches. With
@@ -23,7 +28,7 @@ import os
 import sys
 import time
 
-from common import Pacer, Progress, acked_line, emit, message, require
+from common import Pacer, Progress, acked_line, emit, message, parse_value, require
 
 ck = require("confluent_kafka")
 
@@ -52,6 +57,8 @@ def main():
     ap.add_argument("--max-in-flight", type=int, default=5)
     ap.add_argument("--message-timeout-ms", type=int, default=120_000)
     ap.add_argument("--idempotent", action="store_true", help="enable.idempotence=true")
+    ap.add_argument("--value-bytes", type=int, default=0, help="pad each value to this many bytes")
+    ap.add_argument("--librdkafka-defaults", action="store_true", help="librdkafka's defaults but acks=all")
     ap.add_argument("--timeout", type=float, default=300, help="seconds for everything")
     a = ap.parse_args()
 
@@ -70,7 +77,7 @@ def main():
             if len(errors) < 5:
                 errors.append({"key": msg.key().decode(), "value": msg.value().decode(), "error": str(err)})
             return
-        client, key, seq = msg.value().decode().split(":")
+        client, key, seq = parse_value(msg.value())
         out.write(acked_line(client, key, int(seq), msg.partition(), msg.offset(), time.monotonic() - t0))
         acked += 1
 
@@ -89,11 +96,7 @@ def main():
         if len(client_errors) < 5 or err.fatal():
             client_errors.append(str(err))
 
-    p = ck.Producer({
-        "bootstrap.servers": a.bootstrap,
-        "client.id": "keel-test-" + a.client,
-        "acks": "all",
-        "enable.idempotence": a.idempotent,
+    tuned = {
         "linger.ms": 5,
         "retries": 1_000_000,
         "retry.backoff.ms": 100,
@@ -101,6 +104,13 @@ def main():
         "message.timeout.ms": a.message_timeout_ms,
         "request.timeout.ms": 10_000,
         "topic.metadata.refresh.interval.ms": 5_000,
+    }
+    p = ck.Producer({
+        "bootstrap.servers": a.bootstrap,
+        "client.id": "keel-test-" + a.client,
+        "acks": "all",
+        "enable.idempotence": a.idempotent,
+        **({} if a.librdkafka_defaults else tuned),
         "statistics.interval.ms": 500,
         "stats_cb": on_stats,
         "error_cb": on_error,
@@ -113,6 +123,8 @@ def main():
     for i in range(a.count):
         pacer.wait(i)
         key, value, _ = message(a.client, i, a.keys)
+        if a.value_bytes > len(value) + 1:
+            value += ":" + "x" * (a.value_bytes - len(value) - 1)
         while True:
             try:
                 p.produce(a.topic, key=key.encode(), value=value.encode(), on_delivery=on_delivery)

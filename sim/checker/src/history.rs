@@ -399,8 +399,14 @@ mod tests {
         let no_offset = vec![ev(EventType::Invoke, produce("a", None)), ev(EventType::Ok, produce("a", None))];
         assert_eq!(line_of(History::new(no_offset).unwrap_err()), 2);
         // An info of another f while a produce is outstanding is an observation.
-        let read =
-            Op::Read(Read { partition: "p0".into(), node: Some(1), from: None, records: vec![], caught_up: false });
+        let read = Op::Read(Read {
+            partition: "p0".into(),
+            node: Some(1),
+            from: None,
+            records: vec![],
+            untracked: vec![],
+            caught_up: false,
+        });
         let interleaved = vec![
             ev(EventType::Invoke, produce("a", None)),
             ev(EventType::Info, read),

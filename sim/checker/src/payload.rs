@@ -65,6 +65,11 @@ pub struct Read {
     /// Records in log order (empty on invoke).
     #[serde(default)]
     pub records: Vec<Record>,
+    /// Offsets of records the reader saw but no checker follows (the simulation's filler records
+    /// that pad batches to real sizes), as `[first offset, count]` runs: they count toward
+    /// density only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub untracked: Vec<[u64; 2]>,
     /// True when the replica is known to hold every committed entry: its final read must then
     /// contain every acknowledged record.
     #[serde(default)]

@@ -65,6 +65,9 @@ const JOIN_TIMEOUT: Duration = Duration::from_millis(REBALANCE_TIMEOUT_MS as u64
 const FETCH_TIMEOUT: Duration = Duration::from_secs(1);
 const PAUSE: Duration = Duration::from_millis(100);
 const IDLE_PAUSE: Duration = Duration::from_millis(20);
+/// `max_bytes` of a member's Fetch (librdkafka's default `fetch.max.bytes` is 50 MiB): several of
+/// the workload's ~1 MB batches per fetch, so that draining the log takes few round trips.
+const FETCH_BYTES_MAX: i32 = 4 << 20;
 /// One member crash in this many processed fetches (before the drain).
 const CRASH_ONE_IN: u32 = 25;
 const CRASHES_MAX: u32 = 6;
@@ -463,7 +466,7 @@ impl Member {
             Ok(()) => {
                 self.group
                     .client
-                    .fetch(&leader.addr, TOPIC, PARTITION, at, leader.epoch, 64 << 10, 0, FETCH_TIMEOUT)
+                    .fetch(&leader.addr, TOPIC, PARTITION, at, leader.epoch, FETCH_BYTES_MAX, 0, FETCH_TIMEOUT)
                     .await
             }
             Err(e) => Err(e),
@@ -482,7 +485,7 @@ impl Member {
         if batches.is_empty() {
             return Some((Vec::new(), offset));
         }
-        let (records, next) = records_of(&batches).ok()?;
-        Some((records.into_iter().filter(|r| r.offset >= offset).collect(), next.max(offset)))
+        let read = records_of(&batches).ok()?;
+        Some((read.records.into_iter().filter(|r| r.offset >= offset).collect(), read.next.max(offset)))
     }
 }

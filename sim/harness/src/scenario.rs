@@ -257,7 +257,7 @@ async fn control_loop(
             .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, i as u8 + 1)))
             .build();
         let rec = recorder.clone();
-        producers.push(node.spawn(workload::producer(process, group, bootstrap.clone(), rec, deadline_ns)));
+        producers.push(node.spawn(workload::producer(seed, process, group, bootstrap.clone(), rec, deadline_ns)));
     }
     for i in 0..options.idempotent_producers {
         let process = IDEMPOTENT_PRODUCER_BASE + i;

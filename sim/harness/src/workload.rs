@@ -3,6 +3,17 @@
 //! Produce v9, Fetch v12), and the final reader that reads each replica's committed log over
 //! the internal protocol (it reads every replica, which Kafka cannot).
 //!
+//! Batches as real producers send them: librdkafka at its defaults (linger.ms 5, batch.size
+//! 1 MB) fills batches of many records up to `message.max.bytes` under load. Each produce
+//! operation is one tracked record (its key and value are what the checkers follow), sent either
+//! alone or as the first record of a batch padded with filler records (null key, value starting
+//! with [`FILLER_PREFIX`]) up to a size drawn from the seed, as large as `message.max.bytes`
+//! (see [`batch_plan`]). Readers set the fillers apart ([`records_of`]): they take offsets, which
+//! a read records as `untracked` runs so that density is still checked. Large batches are what
+//! wedged replication in issue 17 (64 entries of 1 MB in one 16 MiB-frame message). The padding
+//! of one producer is bounded ([`PADDING_BYTES_MAX`]): the simulated disks hold every byte in
+//! memory, three times over.
+//!
 //! Producer outcomes: an answer without error is `ok` with its base offset. An error that
 //! means the broker refused the batch before proposing it (`CORRUPT_MESSAGE`,
 //! `MESSAGE_TOO_LARGE`, `INVALID_RECORD`, `UNKNOWN_TOPIC_OR_PARTITION`, `KAFKA_STORAGE_ERROR`)
@@ -34,6 +45,9 @@ use keel_node::raft::network::encode;
 use keel_node::transport::ClientOnly;
 use keel_node::transport::Transport;
 use keel_node::transport::TransportConfig;
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
 
 use crate::cluster::partition_name;
 use crate::recorder::Recorder;
@@ -86,9 +100,75 @@ async fn find_leader(client: &mut KafkaClient) -> Option<Leader> {
     }
 }
 
+/// Values of filler records start with this; [`records_of`] sets them apart.
+pub const FILLER_PREFIX: &str = "~filler:";
+
+/// The largest batch the workload sends: the broker's default `message.max.bytes`.
+fn message_max_bytes() -> usize {
+    keel_node::kafka::BrokerConfig::default().message_max_bytes
+}
+
+/// What one produce sends besides its tracked record: `fillers` filler records of
+/// `filler_value_bytes` each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPlan {
+    pub fillers: usize,
+    pub filler_value_bytes: usize,
+}
+
+/// Filler bytes one producer sends in a run, at most; after that its batches are lone records.
+/// The simulated disks keep every byte in memory on three replicas: unbounded padding took a
+/// run past 20 GB.
+pub const PADDING_BYTES_MAX: usize = 24 << 20;
+
+/// Bytes one record adds to a batch besides its value, at most (length, attributes, deltas,
+/// key length, header count as varints).
+const RECORD_OVERHEAD_BYTES_MAX: usize = 24;
+
+/// Draws one batch: a quarter of them a lone record; the rest padded to a size drawn up to
+/// `batch_bytes_max` (half of those in its top quarter, as a loaded librdkafka producer's are),
+/// with filler records of 64 bytes to 2 KiB (about 1 KiB: many records per batch).
+pub fn batch_plan(rng: &mut impl Rng, batch_bytes_max: usize) -> BatchPlan {
+    let lone = BatchPlan { fillers: 0, filler_value_bytes: 0 };
+    let target = match rng.gen_range(0..4u8) {
+        0 => return lone,
+        1 => rng.gen_range(1024..=batch_bytes_max),
+        _ => rng.gen_range(batch_bytes_max - batch_bytes_max / 4..=batch_bytes_max),
+    };
+    let filler_value_bytes = rng.gen_range(64..=2048usize);
+    // The batch header, the tracked record (short key and value) and a safety margin.
+    let room = target.saturating_sub(batch::HEADER_BYTES + 128);
+    BatchPlan { fillers: room / (filler_value_bytes + RECORD_OVERHEAD_BYTES_MAX), filler_value_bytes }
+}
+
+/// The batch of one produce: its tracked record first, then the plan's fillers.
+pub fn build_batch(key: &str, value: &str, plan: BatchPlan) -> Bytes {
+    let mut b = batch::BatchBuilder::new(0);
+    b.push(0, Some(key.as_bytes()), Some(value.as_bytes()));
+    if plan.fillers > 0 {
+        let mut filler = FILLER_PREFIX.as_bytes().to_vec();
+        filler.resize(plan.filler_value_bytes.max(filler.len()), b'f');
+        for _ in 0..plan.fillers {
+            b.push(0, None, Some(&filler));
+        }
+    }
+    Bytes::from(b.build())
+}
+
 /// Produces unique keyed values (acks=all) to the workload partition until `deadline_ns` of
-/// simulated time, following leadership through Metadata.
-pub async fn producer(process: u64, group: u64, bootstrap: Vec<String>, recorder: Recorder, deadline_ns: u64) {
+/// simulated time, following leadership through Metadata; each in a batch drawn by
+/// [`batch_plan`] from `seed`.
+pub async fn producer(
+    seed: u64,
+    process: u64,
+    group: u64,
+    bootstrap: Vec<String>,
+    recorder: Recorder,
+    deadline_ns: u64,
+) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x7072_6f64_7563_6572 ^ process.wrapping_mul(0x9e37_79b9));
+    let batch_bytes_max = message_max_bytes();
+    let mut padded_bytes = 0usize;
     let partition = partition_name(group);
     let mut client = KafkaClient::new(format!("producer-{process}"), bootstrap, process as usize);
     let mut leader: Option<Leader> = None;
@@ -109,9 +189,12 @@ pub async fn producer(process: u64, group: u64, bootstrap: Vec<String>, recorder
             idempotent: false,
         };
         recorder.record(process, EventType::Invoke, Op::Produce(produce.clone()));
-        let mut b = batch::BatchBuilder::new(0);
-        b.push(0, Some(key.as_bytes()), Some(value.as_bytes()));
-        let records = Bytes::from(b.build());
+        let mut plan = batch_plan(&mut rng, batch_bytes_max);
+        if padded_bytes + plan.fillers * plan.filler_value_bytes > PADDING_BYTES_MAX {
+            plan = BatchPlan { fillers: 0, filler_value_bytes: 0 };
+        }
+        padded_bytes += plan.fillers * plan.filler_value_bytes;
+        let records = build_batch(&key, &value, plan);
         let answer = match client.connect(&addr).await {
             Ok(()) => client.produce(&addr, TOPIC, PARTITION, records, PRODUCE_BROKER_TIMEOUT_MS, APPEND_TIMEOUT).await,
             Err(e) => Err(e),
@@ -170,6 +253,7 @@ pub async fn consumer(process: u64, group: u64, bootstrap: Vec<String>, recorder
             node: None,
             from: Some(offset),
             records: Vec::new(),
+            untracked: Vec::new(),
             caught_up: false,
         };
         recorder.record(process, EventType::Invoke, Op::Read(invoke.clone()));
@@ -188,10 +272,10 @@ pub async fn consumer(process: u64, group: u64, bootstrap: Vec<String>, recorder
                     .map_or(Ok(Vec::new()), keel_node::kafka_client::split_batches)
                     .and_then(|batches| records_of(&batches));
                 match parsed {
-                    Ok((records, next)) => {
+                    Ok(Records { records, untracked, next }) => {
                         let more = next > offset;
                         offset = offset.max(next);
-                        recorder.record(process, EventType::Ok, Op::Read(Read { records, ..invoke }));
+                        recorder.record(process, EventType::Ok, Op::Read(Read { records, untracked, ..invoke }));
                         if more {
                             continue;
                         }
@@ -221,26 +305,41 @@ pub async fn consumer(process: u64, group: u64, bootstrap: Vec<String>, recorder
     }
 }
 
-/// The data records of `batches` (control batches skipped) and the offset after the last batch.
-pub(crate) fn records_of(batches: &[Bytes]) -> Result<(Vec<Record>, u64), String> {
-    let mut records = Vec::new();
-    let mut next = 0u64;
+/// What a reader makes of fetched batches.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Records {
+    /// The tracked records, in log order.
+    pub records: Vec<Record>,
+    /// The filler records seen, as `[first offset, count]` runs (they count toward density).
+    pub untracked: Vec<[u64; 2]>,
+    /// The offset after the last batch.
+    pub next: u64,
+}
+
+/// The records of `batches`: the tracked ones, and the workload's filler records as offset runs
+/// (control batches skipped).
+pub(crate) fn records_of(batches: &[Bytes]) -> Result<Records, String> {
+    let mut out = Records::default();
     for b in batches {
         let header = batch::BatchHeader::parse(b).map_err(|e| e.to_string())?;
-        next = header.last_offset() as u64 + 1;
+        out.next = header.last_offset() as u64 + 1;
         if header.is_control() {
             continue;
         }
         for r in batch::records(b).map_err(|e| e.to_string())? {
+            let offset = header.base_offset as u64 + r.offset_delta as u64;
+            if r.key.is_none() && r.value.as_ref().is_some_and(|v| v.starts_with(FILLER_PREFIX.as_bytes())) {
+                match out.untracked.last_mut() {
+                    Some(run) if run[0] + run[1] == offset => run[1] += 1,
+                    _ => out.untracked.push([offset, 1]),
+                }
+                continue;
+            }
             let text = |v: Option<Bytes>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
-            records.push(Record {
-                offset: header.base_offset as u64 + r.offset_delta as u64,
-                key: text(r.key),
-                value: text(r.value).unwrap_or_default(),
-            });
+            out.records.push(Record { offset, key: text(r.key), value: text(r.value).unwrap_or_default() });
         }
     }
-    Ok((records, next))
+    Ok(out)
 }
 
 /// One replica's status, or None when it does not answer.
@@ -260,9 +359,17 @@ pub async fn read_replica(
     caught_up: bool,
 ) -> Result<(), String> {
     let partition = partition_name(group);
-    let invoke = Read { partition: partition.clone(), node: Some(node), from: Some(0), records: Vec::new(), caught_up };
+    let invoke = Read {
+        partition: partition.clone(),
+        node: Some(node),
+        from: Some(0),
+        records: Vec::new(),
+        untracked: vec![],
+        caught_up,
+    };
     recorder.record(process, EventType::Invoke, Op::Read(invoke.clone()));
     let mut records = Vec::new();
+    let mut untracked: Vec<[u64; 2]> = Vec::new();
     let mut offset = 0u64;
     loop {
         let req = client::ReadRequest { offset, bytes_max: 1 << 20, leader_only: false };
@@ -287,14 +394,44 @@ pub async fn read_replica(
             }
             break;
         }
-        let (more, next) = records_of(&batches)?;
-        records.extend(more);
-        offset = next;
+        let read = records_of(&batches)?;
+        records.extend(read.records);
+        untracked.extend(read.untracked);
+        offset = read.next;
         if offset >= high_watermark {
             break;
         }
     }
-    let ok = Read { records, ..invoke };
+    let ok = Read { records, untracked, ..invoke };
     recorder.record(process, EventType::Ok, Op::Read(ok));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batches reach message.max.bytes without passing it, many carry hundreds of records, and
+    /// readers see only the tracked record of each, at the batch's base offset.
+    #[test]
+    fn batches_span_one_record_to_message_max_bytes_and_fillers_stay_unseen() {
+        let max = message_max_bytes();
+        let mut rng = SmallRng::seed_from_u64(1);
+        let (mut lone, mut near_max, mut most_records) = (0, 0, 0);
+        for n in 0..200 {
+            let plan = batch_plan(&mut rng, max);
+            let b = build_batch("k1", &format!("c1-{n}"), plan);
+            assert!(b.len() <= max, "batch of {} bytes over {max}", b.len());
+            lone += usize::from(plan.fillers == 0);
+            near_max += usize::from(b.len() > max - max / 4);
+            most_records = most_records.max(plan.fillers + 1);
+            let Records { records, untracked, next } = records_of(std::slice::from_ref(&b)).expect("parse");
+            assert_eq!(records.len(), 1);
+            let fillers = if plan.fillers > 0 { vec![[1, plan.fillers as u64]] } else { vec![] };
+            assert_eq!(untracked, fillers, "fillers are seen as one run after the tracked record");
+            assert_eq!((records[0].offset, records[0].value.as_str()), (0, format!("c1-{n}").as_str()));
+            assert_eq!(next, plan.fillers as u64 + 1, "fillers take offsets");
+        }
+        assert!(lone > 20 && near_max > 50 && most_records > 400, "{lone} {near_max} {most_records}");
+    }
 }

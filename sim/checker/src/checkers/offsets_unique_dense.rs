@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use crate::history::History;
+use crate::payload::Read;
 use crate::verdict::{Verdict, Violation};
 use crate::view::{ProduceOp, ok_reads, produces, produces_by_value, show_key};
 
@@ -29,33 +30,9 @@ pub fn check(history: &History) -> Verdict {
     for read in ok_reads(history) {
         let who = read.describe();
         let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
-        if let (Some(from), Some(first)) = (read.read.from, read.read.records.first())
-            && first.offset > from
-        {
-            violations.push(Violation::new(
-                format!(
-                    "{who} from offset {from}: its first record is at offset {} ({}): offsets {from}..{} are missing",
-                    first.offset, first.value, first.offset
-                ),
-                vec![read.completion],
-            ));
-        }
+        gaps(&who, read.read, read.completion, &mut violations);
         for pair in read.read.records.windows(2) {
             let (prev, record) = (&pair[0], &pair[1]);
-            if record.offset > prev.offset + 1 {
-                violations.push(Violation::new(
-                    format!(
-                        "{who}: offsets {}..{} are missing between {} ({}) and {} ({}): offsets must be dense",
-                        prev.offset + 1,
-                        record.offset,
-                        prev.offset,
-                        prev.value,
-                        record.offset,
-                        record.value
-                    ),
-                    vec![read.completion],
-                ));
-            }
             if record.offset <= prev.offset {
                 let how = if record.offset == prev.offset { "repeats" } else { "goes back from" };
                 violations.push(Violation::new(
@@ -103,6 +80,38 @@ pub fn check(history: &History) -> Verdict {
         violations.push(Violation::new(message, events));
     }
     Verdict::new(NAME, violations)
+}
+
+/// Offsets missing from a read: between the offsets it saw (its tracked records and its
+/// untracked runs, in offset order), and before the first when it names where it started.
+fn gaps(who: &str, read: &Read, completion: usize, violations: &mut Vec<Violation>) {
+    if read.records.windows(2).any(|w| w[1].offset <= w[0].offset) {
+        return; // out of order: reported as such, not as gaps too
+    }
+    let mut seen: Vec<(u64, u64, String)> = read.records.iter().map(|r| (r.offset, 1, r.value.clone())).collect();
+    seen.extend(read.untracked.iter().map(|&[first, count]| (first, count, "untracked records".to_owned())));
+    seen.sort_by_key(|s| s.0);
+    if let (Some(from), Some((first, _, what))) = (read.from, seen.first())
+        && *first > from
+    {
+        violations.push(Violation::new(
+            format!("{who} from offset {from}: its first record is at offset {first} ({what}): offsets {from}..{first} are missing"),
+            vec![completion],
+        ));
+    }
+    for pair in seen.windows(2) {
+        let ((a, a_count, a_what), (b, _, b_what)) = (&pair[0], &pair[1]);
+        let end = a + a_count;
+        if *b > end {
+            violations.push(Violation::new(
+                format!(
+                    "{who}: offsets {end}..{b} are missing between {} ({a_what}) and {b} ({b_what}): offsets must be dense",
+                    end - 1
+                ),
+                vec![completion],
+            ));
+        }
+    }
 }
 
 /// Values must be unique per produce invoke, or nothing can be told apart.
@@ -190,6 +199,33 @@ mod tests {
         assert_eq!(verdict.violations[1].events, vec![late]);
         assert!(verdict.violations[1].message.contains("from offset 0"), "{verdict:?}");
         assert!(verdict.violations.iter().all(|v| !v.events.contains(&fine)));
+    }
+
+    /// Untracked runs (the simulation's filler records) fill offsets: a read is dense when its
+    /// records and runs together leave no offset out.
+    #[test]
+    fn untracked_runs_count_toward_density() {
+        let rec = |offset: u64, value: &str| crate::payload::Record { offset, key: None, value: value.to_owned() };
+        let mut read = Read {
+            partition: "p0".into(),
+            node: None,
+            from: Some(0),
+            records: vec![rec(0, "a"), rec(4, "b")],
+            untracked: vec![[1, 3], [5, 2]],
+            caught_up: false,
+        };
+        let mut v = Vec::new();
+        gaps("r", &read, 7, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        read.untracked = vec![[1, 2]];
+        gaps("r", &read, 7, &mut v);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].message.contains("offsets 3..4 are missing"), "{v:?}");
+        read.untracked = vec![];
+        read.records = vec![rec(2, "a")];
+        let mut v = Vec::new();
+        gaps("r", &read, 7, &mut v);
+        assert!(v.len() == 1 && v[0].message.contains("from offset 0"), "{v:?}");
     }
 
     #[test]
