@@ -211,6 +211,17 @@ impl SimStorage {
         })
     }
 
+    /// Forgets every file and directory, returning their bytes at once: the end of a simulated
+    /// run. (A run's leftovers — tasks the runtime never dropped, handles they hold — may
+    /// outlive it; without this, every byte a run wrote would too, seed after seed.)
+    pub fn wipe(&self) {
+        let mut g = lock(&self.inner);
+        g.inodes = BTreeMap::new();
+        g.names = BTreeMap::new();
+        g.durable_names = BTreeMap::new();
+        g.pending_dir_ops = BTreeMap::new();
+    }
+
     pub fn set_faults(&self, faults: SimFaults) {
         lock(&self.inner).faults = faults;
     }

@@ -94,6 +94,9 @@ struct Slot {
     up: bool,
 }
 
+/// Bytes of recent entries each simulated partition log keeps in memory.
+const SIM_TAIL_CACHE_BYTES_MAX: usize = 256 << 10;
+
 /// Cluster-wide settings of a simulated run.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -163,7 +166,13 @@ fn node_config(config: &ClusterConfig, id: u64) -> NodeConfig {
         voters: (1..=config.nodes.min(3)).map(|n| (n, node_addr(n))).collect(),
         default_replication_factor: 3,
         replica: ReplicaConfig {
-            log: LogConfig { segment_bytes_max: config.segment_bytes_max, ..LogConfig::default() },
+            // A small tail cache: reads reach the segments more often (more of the read path
+            // under faults), and a run that outlives its seed holds little.
+            log: LogConfig {
+                segment_bytes_max: config.segment_bytes_max,
+                tail_cache_bytes_max: SIM_TAIL_CACHE_BYTES_MAX,
+                ..LogConfig::default()
+            },
             raft,
             // Small, so that every seed restarts nodes from a checkpoint, not only from the log.
             sm_checkpoint_every_entries: 64,
@@ -229,6 +238,13 @@ impl SimCluster {
             slots.insert(id, Slot { madsim_id: node.id(), storage, up: true });
         }
         Arc::new(SimCluster { handle, fsync_latency: config.fsync_latency.clone(), slots: Mutex::new(slots), recorder })
+    }
+
+    /// Drops every node's disk contents (the run is over; see [`SimStorage::wipe`]).
+    pub fn wipe_disks(&self) {
+        for slot in self.slots().values() {
+            slot.storage.wipe();
+        }
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Slot>> {

@@ -175,6 +175,7 @@ async fn scenario(seed: u64, options: RunOptions) -> SeedOutcome {
         Ok(p) => p,
         Err(e) => vec![Problem::new(ProblemKind::ControlTask, format!("control task failed: {e}"))],
     };
+    cluster.wipe_disks();
     finish(seed, kind, recorder, schedule, problems)
 }
 
