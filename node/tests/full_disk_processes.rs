@@ -212,8 +212,12 @@ fn a_full_disk_answers_and_recovers_without_restart() {
     }
     rig.assert_alive();
 
-    let probe = rig.step(&["probe", "--topic", "data"]);
-    eprintln!("a full disk answered {} in {} s", probe["error"], probe["seconds"]);
+    let probe_bytes_max = (4 * DISK_BYTES).to_string();
+    let probe = rig.step(&["probe", "--topic", "data", "--bytes-max", &probe_bytes_max]);
+    eprintln!(
+        "a full disk answered {} in {} s (after {} more acknowledged)",
+        probe["error"], probe["seconds"], probe["acked_before"]
+    );
 
     let consumed = rig.step(&["consume", "--topic", "ballast", "--acked", &acked_s]);
     assert_eq!(consumed["checked"].as_u64(), fill["acked"].as_u64(), "every acknowledged message read back");

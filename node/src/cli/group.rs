@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use anyhow::bail;
 use bytes::Buf;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ConsumerProtocolAssignment;
 use kafka_protocol::messages::DescribeGroupsRequest;
 use kafka_protocol::messages::FindCoordinatorRequest;
@@ -194,10 +195,39 @@ fn assignment_text(mut bytes: bytes::Bytes) -> String {
     }
 }
 
+/// Errors that mean a group's coordinator is moving or still loading the group: Kafka's admin
+/// client finds the coordinator again and retries them until its API timeout, and so does keel.
+fn coordinator_moving(code: i16) -> bool {
+    [ResponseError::CoordinatorLoadInProgress, ResponseError::CoordinatorNotAvailable, ResponseError::NotCoordinator]
+        .iter()
+        .any(|e| e.code() == code)
+}
+
+/// How long `describe` keeps finding a moving coordinator before it reports the error.
+const COORDINATOR_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 async fn describe(kafka: &mut Kafka, out: &mut Output, group: &str) -> anyhow::Result<()> {
-    let addr = coordinator(kafka, group).await?;
-    let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(sb(group))]);
-    let answer = kafka.client.request_to(&addr, DESCRIBE_GROUPS_VERSION, &request, REQUEST_TIMEOUT).await?;
+    let deadline = tokio::time::Instant::now() + COORDINATOR_WAIT;
+    let (addr, answer) = loop {
+        let find = FindCoordinatorRequest::default().with_key(sb(group)).with_key_type(0);
+        let found = kafka.any(FIND_COORDINATOR_VERSION, &find).await?;
+        let code = if found.error_code != 0 {
+            found.error_code
+        } else {
+            let addr = format!("{}:{}", found.host.as_str(), found.port);
+            let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(sb(group))]);
+            let answer = kafka.client.request_to(&addr, DESCRIBE_GROUPS_VERSION, &request, REQUEST_TIMEOUT).await?;
+            let code = answer.groups.first().map_or(0, |g| g.error_code);
+            if !coordinator_moving(code) || tokio::time::Instant::now() >= deadline {
+                break (addr, answer);
+            }
+            code
+        };
+        if !coordinator_moving(code) || tokio::time::Instant::now() >= deadline {
+            check(code, &format!("finding the coordinator of group '{group}'"), found.error_message.as_ref())?;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
     let g = answer.groups.first().context("the coordinator's answer names no group")?;
     check(g.error_code, &format!("describing group '{group}'"), g.error_message.as_ref())?;
     if g.group_state.as_str() == "Dead" {

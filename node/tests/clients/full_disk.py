@@ -13,8 +13,9 @@ whose nodes' data directories sit on small file systems. One step per run:
   (the disks are full: Keel answers KAFKA_STORAGE_ERROR, which librdkafka retries until
   message.timeout.ms); every acknowledged (offset, value) goes to --out. Exits without waiting
   for the unacknowledged ones.
-- probe: one message from a producer with retries=0, so its delivery report carries the broker's
-  error instead of a retry: the event "probe" has the error name and how long the answer took.
+- probe: messages of the fill's size, one at a time, from a producer with retries=0 (so a delivery
+  report carries the broker's error instead of a retry), until the first refusal: the event
+  "probe" has its error name, how long that answer took and how many were acknowledged first.
 - consume: reads the partition from the start (no group offsets) until every acknowledged
   offset was seen, and checks each holds the value acknowledged there.
 - produce: a default producer sends --count messages and waits for every acknowledgement.
@@ -111,16 +112,25 @@ def fill(a):
 
 
 def probe(a):
-    p = ck.Producer({"bootstrap.servers": a.bootstrap, "retries": 0})
-    result = {}
-    started = time.time()
+    # The fill stops once the ballast's leader stalls; the data topic's leader may still have a
+    # little room above its reserve. So messages as large as the fill's go one at a time, until
+    # the first refusal: it must be the broker's answer (KAFKA_STORAGE_ERROR, or
+    # NOT_ENOUGH_REPLICAS), not a timeout. retries=0, so the report carries that answer.
+    p = ck.Producer({"bootstrap.servers": a.bootstrap, "retries": 0, "message.timeout.ms": 60000})
+    result = {"acked_before": 0}
 
     def on_delivery(err, msg):
         result["error"] = err.name() if err is not None else None
-        result["seconds"] = round(time.time() - started, 3)
 
-    p.produce(a.topic, value=b"probe", on_delivery=on_delivery)
-    p.flush(120)
+    for i in range(a.bytes_max // VALUE_BYTES):
+        result.pop("error", None)
+        started = time.time()
+        p.produce(a.topic, value=value_of(2_000_000 + i), on_delivery=on_delivery)
+        p.flush(120)
+        result["seconds"] = round(time.time() - started, 3)
+        if result.get("error") is not None or "error" not in result:
+            break
+        result["acked_before"] += 1
     ok = result.get("error") in ("KAFKA_STORAGE_ERROR", "NOT_ENOUGH_REPLICAS")
     emit({"event": "probe", "ok": ok, **result})
     return 0 if ok else 1
