@@ -237,6 +237,17 @@ impl PartitionLog {
             Some(m) => Ok((m.term, m.base_offset)),
             None => Err(LogError::Failed(format!("entry {index} missing while reading epochs"))),
         })?;
+        // The search assumes terms never go back; recovery checked that only where it read. A
+        // damaged sealed segment can break it: then the cache disagrees with the log, and the log
+        // is refused as corrupt rather than served with wrong epochs.
+        let increasing = epochs.starts().windows(2).all(|w| w[0].epoch < w[1].epoch && w[0].index < w[1].index);
+        if !increasing || epochs.latest_epoch() != log.last_entry().map(|m| m.term) {
+            return Err(LogError::corrupt(
+                &log.dir,
+                0,
+                "terms go back somewhere in the log (the leader-epoch starts found on open disagree with its last entry)",
+            ));
+        }
         let mut log = log;
         log.epochs = epochs;
         log.check_invariants();
@@ -786,7 +797,6 @@ impl PartitionLog {
     }
 }
 
-/// Whether a batch of `bytes` may join `out` (holding `total` bytes) under `bytes_max`.
 /// Whether an entry lies at or past `offset_limit` (exclusive) for the Kafka read path: a data
 /// batch reaching it, or a control entry standing at it (it takes no offset, but whatever
 /// follows it is not below the limit either).
@@ -794,6 +804,7 @@ fn beyond(meta: &EntryMeta, offset_limit: u64) -> bool {
     meta.base_offset >= offset_limit || meta.next_offset() > offset_limit
 }
 
+/// Whether a batch of `bytes` may join `out` (holding `total` bytes) under `bytes_max`.
 fn fits(out: &[LogEntry], total: usize, bytes: u32, bytes_max: usize) -> bool {
     out.is_empty() || total.saturating_add(bytes as usize) <= bytes_max
 }

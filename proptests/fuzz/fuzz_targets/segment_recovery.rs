@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use keel_core::batch::{self, BatchBuilder};
-use keel_core::log::{LogConfig, PartitionLog};
+use keel_core::log::{LogConfig, LogError, PartitionLog};
 use keel_core::storage::Storage;
 use keel_core::storage::sim::SimStorage;
 use libfuzzer_sys::fuzz_target;
@@ -243,8 +243,18 @@ fn check(storage: &Arc<SimStorage>, dir: &Path, input: &Input) {
     let (first, next) = (log.first_index(), log.next_index());
     let metas: Vec<_> = (first..next).map(|i| log.entry_meta(i).ok().flatten()).collect();
     drop(log);
-    // What opened once, plus a synced append, opens again to the same entries.
-    let (log, _) = PartitionLog::open(storage.clone(), dir.to_path_buf(), config).expect("second open failed");
+    // What opened once, plus a synced append, opens again to the same entries — or is refused as
+    // corrupt: open reads only part of a sealed segment (the sparse index's last batch and what
+    // follows it, and the epoch cache's binary search over terms, whose probes move with the log's
+    // length), so a batch damaged behind a repaired CRC may be reached only by the second open.
+    // Refusing damaged data is allowed; opening to other entries, or any other error, is not.
+    // (Known gap: which opens notice such damage depends on the log's length; a persisted epoch
+    // checkpoint, as Kafka's leader-epoch-checkpoint, would remove the probes.)
+    let log = match PartitionLog::open(storage.clone(), dir.to_path_buf(), config) {
+        Ok((log, _)) => log,
+        Err(LogError::Corrupt { .. }) => return,
+        Err(e) => panic!("second open failed: {e:?}"),
+    };
     assert_eq!((log.first_index(), log.next_index()), (first, next), "second open changed the range");
     let again: Vec<_> = (first..next).map(|i| log.entry_meta(i).ok().flatten()).collect();
     assert_eq!(again, metas, "second open changed the entries");
