@@ -332,6 +332,19 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// The stored entries of `start..end` that the log still holds, at most `bytes_max` bytes
+    /// (at least one entry).
+    fn read_stored(&self, start: u64, end: u64, bytes_max: usize) -> Result<Vec<keel_core::log::LogEntry>, io::Error> {
+        let log = self.shared.log();
+        let (start, end) = (start.max(log.first_index()), end.min(log.next_index()));
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        log.read(start..end, bytes_max).map_err(io_err)
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -347,15 +360,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => *x,
             Bound::Unbounded => u64::MAX,
         };
-        let stored = {
-            let log = self.shared.log();
-            let start = start.max(log.first_index());
-            let end = end.min(log.next_index());
-            if start >= end {
-                return Ok(Vec::new());
-            }
-            log.read(start..end, READ_BYTES_MAX).map_err(io_err)?
-        };
+        let stored = self.read_stored(start, end, READ_BYTES_MAX)?;
         stored.iter().map(entry_codec::decode).collect()
     }
 
@@ -366,17 +371,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             // The old bound: up to openraft's 64 entries and 64 MiB, whatever the frame holds.
             return self.try_get_log_entries(start..end).await;
         }
-        let stored = {
-            let log = self.shared.log();
-            let start = start.max(log.first_index());
-            let end = end.min(log.next_index());
-            if start >= end {
-                return Ok(Vec::new());
-            }
-            // Stored bytes are within a few bytes of an entry's wire bytes; the exact cut is
-            // made below on the wire sizes.
-            log.read(start..end, self.entries_bytes_max).map_err(io_err)?
-        };
+        // Stored bytes are within a few bytes of an entry's wire bytes; the exact cut is made
+        // below on the wire sizes.
+        let stored = self.read_stored(start, end, self.entries_bytes_max)?;
         let mut entries = stored.iter().map(entry_codec::decode).collect::<Result<Vec<_>, _>>()?;
         let keep = replicate_bytes::fitting_prefix(
             entries.iter().map(replicate_bytes::entry_wire_bytes),
